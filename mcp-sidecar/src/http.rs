@@ -1,0 +1,220 @@
+//! The HTTP surface: `/mcp` (rmcp's Streamable HTTP service behind our edge checks),
+//! `/healthz` and `/readyz`.
+//!
+//! The edge in front of rmcp does three things rmcp leaves to the embedder:
+//! - optional bearer auth, checked before the body is read;
+//! - a body-size bound enforced while reading, so an oversized request costs at most the bound;
+//! - JSON-RPC errors for bodies that are not JSON-RPC. rmcp answers those with a plain-text
+//!   415; a JSON-RPC client expects `-32700 Parse error` / `-32600 Invalid Request`, so we keep
+//!   the bytes we already buffered and rewrite that one response.
+//!
+//! Host-header checking (DNS-rebinding protection) is rmcp's own, configured with our
+//! allow-list; it runs before rmcp reads anything.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpService,
+    session::{local::LocalSessionManager, never::NeverSessionManager},
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::server::McpServer;
+
+/// The rmcp service in either session mode, behind one type.
+#[derive(Clone)]
+pub enum McpService {
+    Stateless(StreamableHttpService<McpServer, NeverSessionManager>),
+    Stateful(StreamableHttpService<McpServer, LocalSessionManager>),
+}
+
+impl McpService {
+    async fn handle(&self, request: http::Request<Full<Bytes>>) -> Response {
+        match self {
+            Self::Stateless(service) => service.handle(request).await.map(Body::new),
+            Self::Stateful(service) => service.handle(request).await.map(Body::new),
+        }
+    }
+}
+
+/// Everything the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub mcp: McpService,
+    pub max_body_bytes: usize,
+    /// SHA-256 of the configured bearer token; `None` means `/mcp` needs no auth.
+    pub bearer_token_digest: Option<[u8; 32]>,
+}
+
+/// Builds the router. No I/O happens here, so tests can drive it in-process.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/mcp", any(mcp_endpoint))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+async fn readyz() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+async fn not_found() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not found; the MCP endpoint is /mcp" })),
+    )
+}
+
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// True when `headers` carry `Authorization: Bearer <token>` for the configured token.
+///
+/// Both sides are hashed first so the comparison is constant-time in the token's content and
+/// its length.
+fn bearer_token_matches(headers: &HeaderMap, expected_digest: &[u8; 32]) -> bool {
+    let Some(presented) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+    else {
+        return false;
+    };
+    token_digest(presented).ct_eq(expected_digest).into()
+}
+
+async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    if let Some(expected) = &state.bearer_token_digest
+        && !bearer_token_matches(request.headers(), expected)
+    {
+        return unauthorized();
+    }
+
+    let (parts, body) = request.into_parts();
+    // GET (SSE stream) and DELETE (end session) carry no body worth reading.
+    let body = if parts.method == Method::POST {
+        match Limited::new(body, state.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => {
+                return jsonrpc_error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Value::Null,
+                    -32600,
+                    &format!(
+                        "request body exceeds the limit of {} bytes",
+                        state.max_body_bytes
+                    ),
+                );
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not read request body");
+                return jsonrpc_error_response(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    -32600,
+                    "the request body could not be read",
+                );
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+
+    let declares_json = is_json_content_type(&parts.headers);
+    let response = state
+        .mcp
+        .handle(http::Request::from_parts(parts, Full::new(body.clone())))
+        .await;
+
+    // rmcp checks the content type before parsing, so a 415 for a request that declared JSON
+    // means the body itself did not deserialize as a JSON-RPC message.
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE && declares_json {
+        return not_jsonrpc_response(&body);
+    }
+    response
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The JSON-RPC answer to a body that is not a valid JSON-RPC message.
+fn not_jsonrpc_response(body: &[u8]) -> Response {
+    match serde_json::from_slice::<Value>(body) {
+        Err(error) => jsonrpc_error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32700,
+            &format!("Parse error: the body is not valid JSON ({error})"),
+        ),
+        Ok(message) => {
+            // Echo the id when the message has a usable one, as JSON-RPC asks.
+            let id = match message.get("id") {
+                Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+                _ => Value::Null,
+            };
+            let detail = if message.is_array() {
+                "batches are not supported; send one JSON-RPC message per request"
+            } else {
+                "expected a JSON-RPC 2.0 request, notification or response \
+                 with \"jsonrpc\": \"2.0\" and a known method"
+            };
+            jsonrpc_error_response(
+                StatusCode::BAD_REQUEST,
+                id,
+                -32600,
+                &format!("Invalid Request: {detail}"),
+            )
+        }
+    }
+}
+
+fn jsonrpc_error_response(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": code, "message": message },
+        })),
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "missing or invalid bearer token" })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}

@@ -1,0 +1,202 @@
+//! The MCP handler: the tool catalog and how each `tools/call` is answered.
+//!
+//! Tool contract (DESIGN.md): every result carries `structuredContent` matching the tool's
+//! declared `outputSchema` plus a text block with the same JSON. A domain failure (bad
+//! arguments, overflow, empty text) is a *tool result* with `isError: true` and
+//! `{"error": "<message>"}`, so a model reads the message and can correct itself; JSON-RPC
+//! errors are kept for protocol problems such as an unknown tool name.
+//!
+//! Arguments are parsed here rather than by rmcp's typed extractors precisely so that a wrong
+//! type becomes a readable tool error instead of an opaque `-32602`.
+
+mod arithmetic;
+mod echo;
+
+use std::{fmt::Display, sync::Arc};
+
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler,
+    handler::server::common::{schema_for_input, schema_for_output},
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
+        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        ToolAnnotations,
+    },
+    service::RequestContext,
+};
+use schemars::JsonSchema;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+/// What the server tells a client about itself at `initialize`.
+const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract) and a round-trip check \
+(echo). Every result is JSON in structuredContent; failures come back with isError true and \
+an `error` message explaining what to change.";
+
+/// The tools this server offers, built once at start-up and shared by every session.
+#[derive(Debug)]
+pub struct ToolCatalog {
+    tools: Vec<Tool>,
+}
+
+impl ToolCatalog {
+    pub fn new() -> Result<Self, CatalogError> {
+        let tools = vec![
+            tool::<arithmetic::Operands, arithmetic::Sum>(
+                "add",
+                "Add two numbers: returns {\"sum\": a + b}. Integers are added exactly \
+                 (no rounding); a result outside the 64-bit integer range is an error, not a \
+                 wrapped value. If either number has a fraction the result is a float.",
+            )?,
+            tool::<arithmetic::Operands, arithmetic::Difference>(
+                "subtract",
+                "Subtract b from a: returns {\"difference\": a - b}. Integers are subtracted \
+                 exactly; a result outside the 64-bit integer range is an error. If either \
+                 number has a fraction the result is a float.",
+            )?,
+            tool::<echo::EchoInput, echo::EchoOutput>(
+                "echo",
+                "Return the given non-empty text unchanged: {\"text\": text}. Use it to check \
+                 that the tool connection works.",
+            )?,
+        ];
+        Ok(Self { tools })
+    }
+
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the input schema of tool `{tool}` is not valid for MCP: {reason}")]
+pub struct CatalogError {
+    tool: &'static str,
+    reason: String,
+}
+
+fn tool<Input, Output>(name: &'static str, description: &'static str) -> Result<Tool, CatalogError>
+where
+    Input: JsonSchema + 'static,
+    Output: JsonSchema + 'static,
+{
+    let input_schema =
+        schema_for_input::<Input>().map_err(|reason| CatalogError { tool: name, reason })?;
+    Ok(Tool::new(name, description, input_schema)
+        .with_raw_output_schema(schema_for_output::<Output>())
+        .with_annotations(
+            ToolAnnotations::new()
+                .read_only(true)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(false),
+        ))
+}
+
+/// One MCP handler per session (stateful mode) or per request (stateless mode); cheap to make.
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    catalog: Arc<ToolCatalog>,
+}
+
+impl McpServer {
+    pub fn new(catalog: Arc<ToolCatalog>) -> Self {
+        Self { catalog }
+    }
+}
+
+impl ServerHandler for McpServer {
+    // `enable_logging` is deprecated with SEP-2577; see `set_level`.
+    #[allow(deprecated)]
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.catalog.tools.clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.catalog
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .cloned()
+    }
+
+    #[tracing::instrument(name = "tools/call", skip_all, fields(tool = %request.name))]
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let arguments = request.arguments.unwrap_or_default();
+        let result = match request.name.as_ref() {
+            "add" => answer(arguments, |operands| arithmetic::add(&operands)),
+            "subtract" => answer(arguments, |operands| arithmetic::subtract(&operands)),
+            "echo" => answer(arguments, echo::echo),
+            unknown => {
+                return Err(McpError::invalid_params(
+                    format!("unknown tool `{unknown}`; tools/list gives the available tools"),
+                    None,
+                ));
+            }
+        };
+        Ok(result.into())
+    }
+
+    /// The sidecar sends no `notifications/message`: its logs go to stdout and from there to
+    /// Cloud Logging. Any level is therefore honoured trivially, and accepting the request
+    /// keeps clients that set one working. (SEP-2577 deprecates MCP logging from 2026-07-28;
+    /// the 2025 protocol versions clients negotiate today still define it.)
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        Ok(())
+    }
+}
+
+/// Parses a tool's arguments, runs it, and turns either outcome into a tool result.
+fn answer<Input, Output, Error>(
+    arguments: JsonObject,
+    run: impl FnOnce(Input) -> Result<Output, Error>,
+) -> CallToolResult
+where
+    Input: DeserializeOwned,
+    Output: Serialize,
+    Error: Display,
+{
+    let input = match serde_json::from_value::<Input>(Value::Object(arguments)) {
+        Ok(input) => input,
+        Err(error) => return tool_error(format!("invalid arguments: {error}")),
+    };
+    match run(input) {
+        Ok(output) => match serde_json::to_value(output) {
+            Ok(value) => CallToolResult::structured(value),
+            Err(error) => tool_error(format!("the result could not be encoded: {error}")),
+        },
+        Err(error) => tool_error(error),
+    }
+}
+
+/// A failed tool call as the model should see it: `isError: true` and `{"error": message}`.
+pub fn tool_error(message: impl Display) -> CallToolResult {
+    CallToolResult::structured_error(json!({ "error": message.to_string() }))
+}

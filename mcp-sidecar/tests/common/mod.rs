@@ -1,0 +1,231 @@
+//! What the sidecar's integration tests share: starting the real app on port 0 (in-process or
+//! as the real binary), MCP clients, and where the external test tools live.
+#![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use mcp_sidecar::{App, config::Config};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult, ClientConfig},
+    service::RunningService,
+    transport::StreamableHttpClientTransport,
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// A sidecar served in-process on a free loopback port; stopped when dropped.
+pub struct TestSidecar {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl TestSidecar {
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the real app on 127.0.0.1:0 with the defaults, adjusted by `configure`.
+pub async fn spawn_sidecar(configure: impl FnOnce(&mut Config)) -> TestSidecar {
+    let mut config = Config::with_listen_addr("127.0.0.1:0".parse().unwrap());
+    configure(&mut config);
+    let shutdown = CancellationToken::new();
+    let app = App::build(config, shutdown.clone())
+        .await
+        .expect("sidecar builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped());
+    TestSidecar { addr, shutdown }
+}
+
+pub type McpClient = RunningService<RoleClient, ClientConfig>;
+
+/// An rmcp client that has completed `initialize` against `url`.
+pub async fn mcp_client(url: &str) -> McpClient {
+    ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_uri(url))
+        .await
+        .expect("MCP client initializes")
+}
+
+pub async fn call(client: &McpClient, tool: &str, arguments: Value) -> CallToolResult {
+    let Value::Object(arguments) = arguments else {
+        panic!("tool arguments must be a JSON object");
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
+        .expect("tools/call gets a result")
+}
+
+/// Asserts a successful tool result and returns its structured content, after checking that
+/// the text block carries the same JSON.
+pub fn structured_ok(result: &CallToolResult) -> Value {
+    assert_eq!(
+        result.is_error,
+        Some(false),
+        "expected success, got {result:?}"
+    );
+    let structured = result
+        .structured_content
+        .clone()
+        .expect("structuredContent");
+    assert_eq!(
+        text_json(result),
+        structured,
+        "text block mirrors structuredContent"
+    );
+    structured
+}
+
+/// Asserts a tool-level error and returns its message.
+pub fn tool_error_message(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "expected isError, got {result:?}"
+    );
+    let structured = result
+        .structured_content
+        .clone()
+        .expect("structuredContent");
+    assert_eq!(
+        text_json(result),
+        structured,
+        "text block mirrors structuredContent"
+    );
+    structured["error"]
+        .as_str()
+        .expect("error is a string")
+        .to_owned()
+}
+
+fn text_json(result: &CallToolResult) -> Value {
+    let text = result
+        .content
+        .first()
+        .and_then(|content| content.as_text())
+        .expect("a text content block");
+    serde_json::from_str(&text.text).expect("text block is JSON")
+}
+
+/// The JSON-RPC `initialize` request body a raw HTTP test sends.
+pub fn initialize_body() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "raw-http-test", "version": "1" }
+        }
+    })
+}
+
+/// A POST to an MCP endpoint with the headers Streamable HTTP requires.
+pub fn mcp_post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+}
+
+// ---- the real binary ---------------------------------------------------------------------
+
+/// The workspace root (where `.tools/` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The real `mcp-sidecar` binary running as its own process; killed when dropped.
+pub struct SidecarProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl SidecarProcess {
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        self.child.wait().expect("sidecar exits")
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on 127.0.0.1:0 with `env` added, and waits for its "listening" log line.
+pub fn start_sidecar_process(env: &[(&str, &str)]) -> SidecarProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sidecar"))
+        .env("MCP_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("mcp-sidecar starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent
+                && let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["message"] == "listening"
+                && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
+            {
+                let _ = sender.send(addr);
+                sent = true;
+            }
+            // Keep draining so the child never blocks on a full pipe; show it for debugging.
+            println!("[sidecar] {line}");
+        }
+    });
+    let addr: SocketAddr = receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("sidecar logs its listening address");
+    SidecarProcess { addr, child }
+}
+
+/// Path to a tool installed by `scripts/install-test-tools`, with a clear failure if missing.
+pub fn installed_tool(relative: &str) -> PathBuf {
+    let path = workspace_root().join(".tools").join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-tools (the test command does this)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,194 @@
+//! The HTTP edge of the sidecar: probes, Host allow-list, hostile bodies and bearer auth,
+//! exercised with raw HTTP against the real server on port 0.
+
+mod common;
+
+use common::{initialize_body, mcp_post, spawn_sidecar};
+use mcp_sidecar::config::Secret;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn add_works(url: &str) {
+    let response = mcp_post(&http(), url)
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "add", "arguments": {"a": 2, "b": 3}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["structuredContent"], json!({"sum": 5}));
+}
+
+#[tokio::test]
+async fn health_and_readiness_probes_answer_ok() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    for path in ["/healthz", "/readyz"] {
+        let response = http().get(sidecar.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({"ok": true}));
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_host_header_is_refused_and_loopback_names_are_accepted() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let port = sidecar.addr.port();
+    for host in ["evil.example.com", "attacker.test:3000", "127.0.0.1.nip.io"] {
+        let response = mcp_post(&http(), &sidecar.mcp_url())
+            .header("host", host)
+            .json(&initialize_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Host: {host}");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let response = mcp_post(&http(), &sidecar.mcp_url())
+            .header("host", &host)
+            .json(&initialize_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "Host: {host}");
+    }
+}
+
+#[tokio::test]
+async fn configured_extra_hosts_are_accepted() {
+    let sidecar = spawn_sidecar(|config| {
+        config.allowed_hosts = vec!["sidecar-abc-uc.a.run.app".into()];
+    })
+    .await;
+    let response = mcp_post(&http(), &sidecar.mcp_url())
+        .header("host", "sidecar-abc-uc.a.run.app")
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_jsonrpc_errors_and_the_server_keeps_serving() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let cases: [(&str, i64); 5] = [
+        (r#"{"jsonrpc":"2.0","id":1,"method":"#, -32700),
+        ("not json at all", -32700),
+        (r#"{"id": 7, "hello": "world"}"#, -32600),
+        (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, -32600),
+        (
+            r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":"nope"}"#,
+            -32600,
+        ),
+    ];
+    for (body, code) in cases {
+        let response = mcp_post(&http(), &sidecar.mcp_url())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["jsonrpc"], "2.0");
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    // The id is echoed when the message had one.
+    let response = mcp_post(&http(), &sidecar.mcp_url())
+        .body(r#"{"id": 7, "hello": "world"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["id"], 7);
+    add_works(&sidecar.mcp_url()).await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let sidecar = spawn_sidecar(|config| config.max_body_bytes = 64 * 1024).await;
+    let huge_text = "x".repeat(200 * 1024);
+    let response = mcp_post(&http(), &sidecar.mcp_url())
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": huge_text}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65536 bytes")
+    );
+    // A body under the limit still works.
+    add_works(&sidecar.mcp_url()).await;
+}
+
+#[tokio::test]
+async fn without_accepting_sse_and_json_a_post_is_refused() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let response = http()
+        .post(sidecar.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "text/html")
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+}
+
+#[tokio::test]
+async fn bearer_auth_guards_mcp_but_not_the_probes() {
+    let token: Secret = "s3cret-token".parse().unwrap();
+    let sidecar = spawn_sidecar(|config| config.bearer_token = Some(token)).await;
+
+    for authorization in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic czNjcmV0LXRva2Vu"),
+        Some("Bearer "),
+    ] {
+        let mut request = mcp_post(&http(), &sidecar.mcp_url()).json(&initialize_body());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{authorization:?}"
+        );
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    }
+
+    let response = mcp_post(&http(), &sidecar.mcp_url())
+        .header("authorization", "Bearer s3cret-token")
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let health = http().get(sidecar.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_with_a_hint() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let response = http().get(sidecar.url("/nope")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("/mcp"));
+}
