@@ -6,7 +6,8 @@
 //! - a body-size bound enforced while reading, so an oversized request costs at most the bound;
 //! - JSON-RPC errors for bodies that are not JSON-RPC. rmcp answers those with a plain-text
 //!   415; a JSON-RPC client expects `-32700 Parse error` / `-32600 Invalid Request`, so we keep
-//!   the bytes we already buffered and rewrite that one response.
+//!   the bytes we already buffered and rewrite that one response;
+//! - a session DELETE answered 204 rather than rmcp's 202 (see `mcp_endpoint`).
 //!
 //! Host-header checking (DNS-rebinding protection) is rmcp's own, configured with our
 //! allow-list; it runs before rmcp reads anything.
@@ -143,7 +144,8 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
     };
 
     let declares_json = is_json_content_type(&parts.headers);
-    let response = state
+    let is_delete = parts.method == Method::DELETE;
+    let mut response = state
         .mcp
         .handle(http::Request::from_parts(parts, Full::new(body.clone())))
         .await;
@@ -152,6 +154,11 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
     // means the body itself did not deserialize as a JSON-RPC message.
     if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE && declares_json {
         return not_jsonrpc_response(&body);
+    }
+    // rmcp acknowledges a session DELETE with 202; clients (the Python SDK among them) expect
+    // 200 or 204 for "session ended", so say it in the form they recognise.
+    if is_delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
     }
     response
 }

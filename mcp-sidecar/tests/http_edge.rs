@@ -1,4 +1,5 @@
 //! The HTTP edge of the sidecar: probes, Host allow-list, hostile bodies and bearer auth,
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on purpose
 //! exercised with raw HTTP against the real server on port 0.
 
 mod common;
