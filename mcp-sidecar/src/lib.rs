@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod redis_server;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

@@ -1,0 +1,4 @@
+//! Durable render jobs: the job model, the Redis store and queue, and the worker that runs them.
+
+pub mod model;
+pub mod store;

@@ -1,0 +1,727 @@
+//! Render jobs in Redis: the job records and the durable work queue.
+//!
+//! # Key layout (every key starts with the deployment's `REDIS_KEY_PREFIX`, `P` below)
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P job:{id}` | hash | the job: `state`, `stage`, `total_stages`, `message`, `error`, `spec` (until it finishes), `attempts`, `entry`, timestamps, the artifact fields once succeeded |
+//! | `P queue` | stream + consumer group `render-workers` | one entry `{job: id}` per job waiting or being worked on |
+//! | `P recent` | sorted set, score = creation time (ms) | job ids for `list_renders`, capped at [`RECENT_CAP`] |
+//! | `P idem:{sha256(key)}` | string, TTL | `"{job id} {spec digest}"` for an idempotency key |
+//!
+//! # Why it is safe
+//!
+//! - **Atomic enqueue**: one Lua script writes the record, the queue entry, the recent-list
+//!   entry and the idempotency key, so no job exists without its queue entry or vice versa.
+//! - **At-least-once delivery with a lease**: workers read with `XREADGROUP`; an entry stays in
+//!   the group's pending list until the job finishes. A worker renews its lease by re-claiming
+//!   its own entry (`XCLAIM … 0 … JUSTID` resets the idle time) every lease/3; entries idle for
+//!   longer than the lease belong to a dead worker and any worker takes them with `XAUTOCLAIM`.
+//! - **Fencing**: each delivery that starts running increments `attempts`, and every later
+//!   write by that worker quotes its attempt number. A superseded worker (one whose lease
+//!   expired while it was merely slow) can therefore never overwrite a newer attempt, and
+//!   terminal states, once written, are never written again.
+//! - **Bounded attempts**: a delivery beyond `max_attempts` fails the job, keeping the last error.
+//! - **Expiry**: finished records expire after the configured TTL; their queue entries are
+//!   deleted when they finish, so the stream only holds live work (`XLEN` = queue depth).
+//! - **No scans**: every hot-path operation touches known keys; status is one `HMGET`.
+
+use std::time::Duration;
+
+use redis::{
+    AsyncCommands, Client, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
+};
+use sha2::{Digest, Sha256};
+
+use super::model::{ArtifactRecord, JobId, JobResult, JobState, JobStatus};
+
+/// How many job ids the recent list keeps.
+pub const RECENT_CAP: usize = 10_000;
+/// How far back `list_renders` looks (most recent ids) to find jobs in a given state.
+pub const LIST_SCAN: usize = 1_000;
+/// The consumer group all sidecars' workers share.
+pub const GROUP: &str = "render-workers";
+
+/// Why a job-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the job store (Redis) is unavailable: {0}; try again shortly")]
+    Unavailable(String),
+    #[error("no render job {0} (unknown, or finished long enough ago to have expired)")]
+    NotFound(JobId),
+    #[error(
+        "idempotency key already used for job {0} with a different spec; \
+         use a new key for a different render"
+    )]
+    IdempotencyConflict(String),
+    #[error("job record is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+/// Settings the store needs.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub key_prefix: String,
+    /// How long finished job records (and idempotency keys) are kept.
+    pub finished_ttl: Duration,
+    /// How long a worker may go without renewing before its job is taken over.
+    pub lease: Duration,
+    /// Deliveries a job may have before it fails for good.
+    pub max_attempts: u32,
+    /// Bound on each Redis operation a tool waits for.
+    pub operation_timeout: Duration,
+}
+
+/// A job handed to a worker: what to run and the fence to quote while running it.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub entry: String,
+    pub attempt: u32,
+    pub spec_json: String,
+    /// W3C trace context captured when the job was started ("" when none).
+    pub trace_context: String,
+}
+
+/// What a worker learns when it reports progress or renews its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The attempt still owns the job: carry on.
+    Owned,
+    /// The job was cancelled.
+    Cancelled,
+    /// The job moved on without this attempt (newer attempt, or finished/expired): stop.
+    Lost,
+}
+
+/// What came of a delivered queue entry.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Run this job.
+    Run(ClaimedJob),
+    /// Nothing to run: the entry was stale, its job already finished or expired.
+    Skipped,
+    /// The job had used all its attempts and has now failed.
+    Exhausted { id: JobId, error: String },
+}
+
+/// How recording a finished attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Done,
+    /// The attempt no longer owned the job; `state` is what the job is now.
+    Rejected {
+        cancelled: bool,
+    },
+}
+
+struct Scripts {
+    enqueue: Script,
+    start: Script,
+    renew: Script,
+    finish: Script,
+    requeue: Script,
+    cancel: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            enqueue: Script::new(include_str!("scripts/enqueue.lua")),
+            start: Script::new(include_str!("scripts/start.lua")),
+            renew: Script::new(include_str!("scripts/renew.lua")),
+            finish: Script::new(include_str!("scripts/finish.lua")),
+            requeue: Script::new(include_str!("scripts/requeue.lua")),
+            cancel: Script::new(include_str!("scripts/cancel.lua")),
+        }
+    }
+}
+
+/// The job store. Cheap to clone; clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct JobStore {
+    client: Client,
+    connection: ConnectionManager,
+    settings: std::sync::Arc<StoreSettings>,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Connection settings for a multiplexed connection that fails fast while Redis is away and
+/// reconnects by itself when it returns.
+fn connection_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+}
+
+impl JobStore {
+    /// Prepares the store. Does not need Redis to be up: connections are made on first use
+    /// and re-made after failures, so the sidecar starts (and reports not-ready) without it.
+    pub fn new(redis_url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
+        let client = Client::open(redis_url)
+            .map_err(|error| StoreError::Unavailable(format!("bad REDIS_URL: {error}")))?;
+        let connection = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            connection_config(settings.operation_timeout),
+        )?;
+        Ok(Self {
+            client,
+            connection,
+            settings: std::sync::Arc::new(settings),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.settings.key_prefix)
+    }
+
+    fn job_key(&self, id: &JobId) -> String {
+        self.key(&format!("job:{id}"))
+    }
+
+    fn queue_key(&self) -> String {
+        self.key("queue")
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        millis(self.settings.finished_ttl)
+    }
+
+    /// Runs `operation` with the store's bound, so a tool never waits long on a lost Redis.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.settings.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.settings.operation_timeout
+                )))
+            })
+    }
+
+    /// PING, bounded: what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        self.bounded(async move {
+            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes sure the queue stream and its consumer group exist (idempotent).
+    pub async fn ensure_queue(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let queue = self.queue_key();
+        self.bounded(async move {
+            let created: Result<(), redis::RedisError> =
+                connection.xgroup_create_mkstream(&queue, GROUP, "0").await;
+            match created {
+                Ok(()) => Ok(()),
+                Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
+    /// Creates a job (or returns the one `idempotency_key` already names). The job, its queue
+    /// entry and its idempotency key are written in one atomic step.
+    pub async fn enqueue(
+        &self,
+        spec_json: &str,
+        total_stages: u32,
+        idempotency_key: Option<&str>,
+        trace_context: &str,
+    ) -> Result<(JobId, bool), StoreError> {
+        let id = JobId::generate();
+        let spec_digest = hex(&Sha256::digest(spec_json.as_bytes()));
+        let idem_key = self.key(&format!(
+            "idem:{}",
+            hex(&Sha256::digest(idempotency_key.unwrap_or("").as_bytes()))
+        ));
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        invocation
+            .key(self.job_key(&id))
+            .key(self.queue_key())
+            .key(self.key("recent"))
+            .key(idem_key)
+            .arg(id.as_str())
+            .arg(now_ms())
+            .arg(spec_json)
+            .arg(total_stages)
+            .arg(&spec_digest)
+            .arg(if idempotency_key.is_some() { "1" } else { "0" })
+            .arg(self.ttl_ms())
+            .arg(RECENT_CAP)
+            .arg(trace_context);
+        let mut connection = self.connection.clone();
+        let (outcome, job): (String, String) = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        match outcome.as_str() {
+            "created" => Ok((id, true)),
+            "existing" => Ok((parse_stored_id(&job)?, false)),
+            "conflict" => Err(StoreError::IdempotencyConflict(job)),
+            other => Err(StoreError::Corrupt(format!("enqueue answered `{other}`"))),
+        }
+    }
+
+    /// The job's status: one `HMGET`.
+    pub async fn status(&self, id: &JobId) -> Result<JobStatus, StoreError> {
+        let mut connection = self.connection.clone();
+        let key = self.job_key(id);
+        let fields: Vec<Option<String>> = self
+            .bounded(async move {
+                Ok(connection
+                    .hmget(
+                        &key,
+                        &["state", "stage", "total_stages", "message", "error"],
+                    )
+                    .await?)
+            })
+            .await?;
+        status_from_fields(id, &fields)
+    }
+
+    /// The job's state and, once it succeeded, where its artifact is: one `HMGET`.
+    pub async fn artifact(
+        &self,
+        id: &JobId,
+    ) -> Result<(JobResult, Option<ArtifactRecord>), StoreError> {
+        let mut connection = self.connection.clone();
+        let key = self.job_key(id);
+        let fields: Vec<Option<String>> = self
+            .bounded(async move {
+                Ok(connection
+                    .hmget(
+                        &key,
+                        &[
+                            "state",
+                            "error",
+                            "artifact",
+                            "content_type",
+                            "bytes",
+                            "sha256",
+                        ],
+                    )
+                    .await?)
+            })
+            .await?;
+        let state = parse_state(id, fields.first().cloned().flatten())?;
+        let mut result = JobResult {
+            job_id: id.to_string(),
+            ready: false,
+            state,
+            url: None,
+            expires_at: None,
+            content_type: None,
+            bytes: None,
+            sha256: None,
+            error: fields.get(1).cloned().flatten(),
+        };
+        let record = match (state, &fields[2..]) {
+            (JobState::Succeeded, [Some(key), Some(content_type), Some(bytes), Some(sha256)]) => {
+                let bytes = bytes
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("job {id}: bytes `{bytes}`")))?;
+                result.ready = true;
+                result.content_type = Some(content_type.clone());
+                result.bytes = Some(bytes);
+                result.sha256 = Some(sha256.clone());
+                Some(ArtifactRecord {
+                    key: key.clone(),
+                    content_type: content_type.clone(),
+                    bytes,
+                    sha256: sha256.clone(),
+                })
+            }
+            (JobState::Succeeded, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "job {id} succeeded without an artifact record"
+                )));
+            }
+            _ => None,
+        };
+        Ok((result, record))
+    }
+
+    /// Cancels a queued or running job; returns its status afterwards.
+    pub async fn cancel(&self, id: &JobId) -> Result<JobStatus, StoreError> {
+        let mut invocation = self.scripts.cancel.prepare_invoke();
+        invocation
+            .key(self.job_key(id))
+            .key(self.queue_key())
+            .arg(now_ms())
+            .arg(self.ttl_ms())
+            .arg(GROUP);
+        let mut connection = self.connection.clone();
+        let outcome: String = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        if outcome == "missing" {
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        self.status(id).await
+    }
+
+    /// Recent jobs, newest first, optionally only those in `state`.
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<JobStatus>, StoreError> {
+        let window = if state.is_some() { LIST_SCAN } else { limit };
+        let mut connection = self.connection.clone();
+        let recent = self.key("recent");
+        let ids: Vec<String> = self
+            .bounded({
+                let mut connection = connection.clone();
+                let recent = recent.clone();
+                async move {
+                    Ok(connection
+                        .zrevrange(&recent, 0, isize::try_from(window).unwrap_or(1000) - 1)
+                        .await?)
+                }
+            })
+            .await?;
+        let ids: Vec<JobId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.cmd("HMGET").arg(self.job_key(id)).arg(&[
+                "state",
+                "stage",
+                "total_stages",
+                "message",
+                "error",
+            ]);
+        }
+        let rows: Vec<Vec<Option<String>>> = self
+            .bounded(async move { Ok(pipeline.query_async(&mut connection).await?) })
+            .await?;
+        let mut expired = vec![];
+        let mut jobs = vec![];
+        for (id, fields) in ids.iter().zip(&rows) {
+            match status_from_fields(id, fields) {
+                Ok(status) if state.is_none_or(|wanted| wanted == status.state) => {
+                    if jobs.len() < limit {
+                        jobs.push(status);
+                    }
+                }
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) => expired.push(id.to_string()),
+                Err(error) => return Err(error),
+            }
+        }
+        if !expired.is_empty() {
+            // Records expire on their own; drop their ids from the list lazily.
+            let mut connection = self.connection.clone();
+            let _: Result<(), _> = connection.zrem(&recent, expired).await;
+        }
+        Ok(jobs)
+    }
+
+    /// How many queue entries are waiting or being worked on.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let queue = self.queue_key();
+        self.bounded(async move { Ok(connection.xlen(&queue).await?) })
+            .await
+    }
+
+    /// A connection of a worker's own, for blocking reads (a blocked read on the shared
+    /// multiplexed connection would hold up every other command behind it).
+    pub fn worker_connection(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
+        Ok(ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            connection_config(block + self.settings.operation_timeout),
+        )?)
+    }
+
+    /// Takes over one entry whose worker stopped renewing its lease, if there is one.
+    pub async fn reclaim_stale(
+        &self,
+        connection: &mut ConnectionManager,
+        worker: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let reply: StreamAutoClaimReply = connection
+            .xautoclaim_options(
+                self.queue_key(),
+                GROUP,
+                worker,
+                millis(self.settings.lease),
+                "0-0",
+                StreamAutoClaimOptions::default().count(1),
+            )
+            .await?;
+        Ok(reply.claimed.into_iter().next().and_then(entry_job))
+    }
+
+    /// Waits up to `block` for a new entry.
+    pub async fn read_new(
+        &self,
+        connection: &mut ConnectionManager,
+        worker: &str,
+        block: Duration,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let options = StreamReadOptions::default()
+            .group(GROUP, worker)
+            .count(1)
+            .block(usize::try_from(millis(block)).unwrap_or(usize::MAX));
+        let reply: Option<StreamReadReply> = connection
+            .xread_options(&[self.queue_key()], &[">"], &options)
+            .await?;
+        Ok(reply
+            .and_then(|reply| reply.keys.into_iter().next())
+            .and_then(|key| key.ids.into_iter().next())
+            .and_then(entry_job))
+    }
+
+    /// Decides whether a delivered entry runs, and marks it running under a new attempt.
+    pub async fn start(
+        &self,
+        entry: &str,
+        job: &str,
+        worker: &str,
+    ) -> Result<Delivery, StoreError> {
+        let Ok(id) = job.parse::<JobId>() else {
+            // Not something this code enqueued: remove it rather than retry it forever.
+            let mut connection = self.connection.clone();
+            let _: () = redis::pipe()
+                .xack(self.queue_key(), GROUP, &[entry])
+                .xdel(self.queue_key(), &[entry])
+                .query_async(&mut connection)
+                .await?;
+            return Ok(Delivery::Skipped);
+        };
+        let mut invocation = self.scripts.start.prepare_invoke();
+        invocation
+            .key(self.job_key(&id))
+            .key(self.queue_key())
+            .arg(entry)
+            .arg(GROUP)
+            .arg(worker)
+            .arg(now_ms())
+            .arg(self.settings.max_attempts)
+            .arg(self.ttl_ms());
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        match reply.as_slice() {
+            [outcome, attempt, spec, trace] if outcome == "run" => Ok(Delivery::Run(ClaimedJob {
+                id,
+                entry: entry.to_owned(),
+                attempt: attempt
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("attempt `{attempt}`")))?,
+                spec_json: spec.clone(),
+                trace_context: trace.clone(),
+            })),
+            [outcome, error] if outcome == "exhausted" => Ok(Delivery::Exhausted {
+                id,
+                error: error.clone(),
+            }),
+            _ => Ok(Delivery::Skipped),
+        }
+    }
+
+    /// Reports progress (`stage` = Some) or only renews the lease (`None`), and says whether
+    /// the attempt still owns the job.
+    pub async fn renew(
+        &self,
+        job: &ClaimedJob,
+        worker: &str,
+        stage: Option<(u32, &str)>,
+    ) -> Result<Ownership, StoreError> {
+        let (stage, message) = match stage {
+            Some((stage, message)) => (stage.to_string(), message),
+            None => (String::new(), ""),
+        };
+        let mut invocation = self.scripts.renew.prepare_invoke();
+        invocation
+            .key(self.job_key(&job.id))
+            .key(self.queue_key())
+            .arg(job.attempt)
+            .arg(stage)
+            .arg(message)
+            .arg(now_ms())
+            .arg(GROUP)
+            .arg(worker)
+            .arg(&job.entry);
+        let mut connection = self.connection.clone();
+        let outcome: String = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        Ok(match outcome.as_str() {
+            "running" => Ownership::Owned,
+            "failed" => Ownership::Cancelled,
+            _ => Ownership::Lost,
+        })
+    }
+
+    /// Records success with the artifact, if the attempt still owns the job.
+    pub async fn succeed(
+        &self,
+        job: &ClaimedJob,
+        message: &str,
+        artifact: &ArtifactRecord,
+    ) -> Result<Recorded, StoreError> {
+        let mut invocation = self.scripts.finish.prepare_invoke();
+        invocation
+            .key(self.job_key(&job.id))
+            .key(self.queue_key())
+            .arg(job.attempt)
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(now_ms())
+            .arg(self.ttl_ms())
+            .arg("succeeded")
+            .arg(message)
+            .arg("")
+            .arg(&artifact.key)
+            .arg(&artifact.content_type)
+            .arg(artifact.bytes)
+            .arg(&artifact.sha256);
+        self.record(invocation).await
+    }
+
+    /// Records failure, if the attempt still owns the job.
+    pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Recorded, StoreError> {
+        let mut invocation = self.scripts.finish.prepare_invoke();
+        invocation
+            .key(self.job_key(&job.id))
+            .key(self.queue_key())
+            .arg(job.attempt)
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(now_ms())
+            .arg(self.ttl_ms())
+            .arg("failed")
+            .arg(format!("failed: {error}"))
+            .arg(error);
+        self.record(invocation).await
+    }
+
+    async fn record(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Recorded, StoreError> {
+        let mut connection = self.connection.clone();
+        let outcome: String = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        Ok(match outcome.as_str() {
+            "done" => Recorded::Done,
+            "failed" => Recorded::Rejected { cancelled: true },
+            _ => Recorded::Rejected { cancelled: false },
+        })
+    }
+
+    /// Hands a running job back to the queue (the worker is stopping).
+    pub async fn requeue(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.requeue.prepare_invoke();
+        invocation
+            .key(self.job_key(&job.id))
+            .key(self.queue_key())
+            .arg(job.attempt)
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(now_ms())
+            .arg(job.id.as_str());
+        let mut connection = self.connection.clone();
+        let outcome: String = self
+            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await?;
+        Ok(outcome == "requeued")
+    }
+}
+
+fn entry_job(entry: redis::streams::StreamId) -> Option<(String, String)> {
+    let job = match entry.map.get("job")? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+        redis::Value::SimpleString(text) => text.clone(),
+        _ => return None,
+    };
+    Some((entry.id, job))
+}
+
+fn parse_stored_id(text: &str) -> Result<JobId, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("stored job id `{text}`")))
+}
+
+fn parse_state(id: &JobId, state: Option<String>) -> Result<JobState, StoreError> {
+    let state = state.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    state
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("job {id}: state `{state}`")))
+}
+
+fn status_from_fields(id: &JobId, fields: &[Option<String>]) -> Result<JobStatus, StoreError> {
+    let state = parse_state(id, fields.first().cloned().flatten())?;
+    let number = |index: usize| -> Result<u32, StoreError> {
+        let text = fields.get(index).cloned().flatten().unwrap_or_default();
+        text.parse()
+            .map_err(|_| StoreError::Corrupt(format!("job {id}: field {index} `{text}`")))
+    };
+    Ok(JobStatus {
+        job_id: id.to_string(),
+        state,
+        stage: number(1)?,
+        total_stages: number(2)?,
+        message: fields.get(3).cloned().flatten().unwrap_or_default(),
+        error: fields.get(4).cloned().flatten(),
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
