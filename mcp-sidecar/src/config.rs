@@ -40,10 +40,86 @@ pub struct Config {
     #[arg(long, env = "MCP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// How long shutdown waits for in-flight requests after SIGTERM before closing them, e.g.
-    /// `8s` (Cloud Run allows 10s in all).
+    /// How long shutdown waits for in-flight requests and running render jobs after SIGTERM,
+    /// e.g. `8s` (Cloud Run allows 10s in all). Jobs not done by then go back to the queue.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "8s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Redis holding the render jobs and their queue, e.g. `redis://10.0.0.3:6379` or
+    /// `redis://:password@host:6379/0`. The sidecar starts without it and reports not-ready
+    /// on /readyz until it answers.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: Secret,
+
+    /// Prefix of every Redis key this deployment uses; give each deployment sharing a Redis
+    /// its own.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "mcp:")]
+    pub redis_key_prefix: String,
+
+    /// Render workers in this sidecar, each running one job at a time (default: the number of
+    /// CPUs). 0 runs none: the sidecar then only accepts and reports jobs.
+    #[arg(long, env = "RENDER_WORKERS")]
+    pub render_workers: Option<usize>,
+
+    /// Longest time a job's rendering may take (all its CPU stages together), e.g. `60s`.
+    #[arg(long, env = "RENDER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub render_timeout: Duration,
+
+    /// How long a worker may go silent before its job is given to another worker (it renews
+    /// every third of this while alive). This is the reclaim delay after a crash.
+    #[arg(long, env = "JOB_LEASE", default_value = "15s", value_parser = parse_duration)]
+    pub job_lease: Duration,
+
+    /// Deliveries a job may have (the first included) before it fails for good, keeping the
+    /// last error. Only crashes and lost leases use up attempts; a render error fails at once.
+    #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 3)]
+    pub job_max_attempts: u32,
+
+    /// How long finished job records and idempotency keys are kept in Redis, e.g. `24h`.
+    #[arg(long, env = "JOB_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+
+    /// Where artifacts go: `local` (files under ARTIFACT_DIR, served at /files) or `gcs`
+    /// (the GCS_BUCKET bucket, V4 signed URLs).
+    #[arg(long, env = "ARTIFACT_STORE", value_enum, default_value_t = ArtifactStoreKind::Local)]
+    pub artifact_store: ArtifactStoreKind,
+
+    /// Directory of the local artifact store.
+    #[arg(long, env = "ARTIFACT_DIR", default_value = "./artifacts")]
+    pub artifact_dir: std::path::PathBuf,
+
+    /// Base of the download URLs the local store hands out, e.g. `https://agent.example.com`
+    /// when the agent proxies /files. Default: http:// and the bound listen address.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Key for signing local download URLs (any string, at least 16 bytes). Sidecars sharing an
+    /// ARTIFACT_DIR must share it. Unset: a random key per process, so URLs die with it.
+    #[arg(long, env = "ARTIFACT_SIGNING_KEY", hide_env_values = true)]
+    pub artifact_signing_key: Option<Secret>,
+
+    /// Cloud Storage bucket of the gcs artifact store.
+    #[arg(long, env = "GCS_BUCKET")]
+    pub gcs_bucket: Option<String>,
+
+    /// Cloud Storage endpoint override, e.g. `http://127.0.0.1:9023` for an emulator (then with
+    /// anonymous credentials). Unset: Google's endpoint with Application Default Credentials.
+    #[arg(long, env = "GCS_ENDPOINT")]
+    pub gcs_endpoint: Option<String>,
+
+    /// Attempts per artifact upload (the first included) before the job fails; transient
+    /// errors (408, 429, 5xx, network) are retried with exponential backoff.
+    #[arg(long, env = "ARTIFACT_UPLOAD_ATTEMPTS", default_value_t = 5)]
+    pub artifact_upload_attempts: u32,
+
+    /// How long download URLs stay valid, e.g. `1h` (at most 7 days for gcs).
+    #[arg(long, env = "SIGNED_URL_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub signed_url_ttl: Duration,
 
     #[command(flatten)]
     pub log: LogConfig,
@@ -64,6 +140,37 @@ impl Config {
             .collect()
     }
 
+    /// Render workers to run: the configured number, or one per CPU.
+    pub fn render_workers(&self) -> usize {
+        self.render_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// Checks settings that depend on each other; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.artifact_store == ArtifactStoreKind::Gcs {
+            if self.gcs_bucket.as_deref().is_none_or(str::is_empty) {
+                return Err("ARTIFACT_STORE=gcs needs GCS_BUCKET".into());
+            }
+            if self.signed_url_ttl > Duration::from_secs(7 * 24 * 3600) {
+                return Err("SIGNED_URL_TTL may be at most 7 days with gcs (V4 signing)".into());
+            }
+        }
+        if let Some(key) = &self.artifact_signing_key
+            && key.expose().len() < 16
+        {
+            return Err("ARTIFACT_SIGNING_KEY must be at least 16 bytes".into());
+        }
+        if self.job_max_attempts == 0 {
+            return Err("JOB_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.job_lease < Duration::from_millis(300) {
+            return Err("JOB_LEASE must be at least 300ms".into());
+        }
+        Ok(())
+    }
+
     /// A configuration with every default, listening on `listen_addr`. For tests and embedders.
     pub fn with_listen_addr(listen_addr: SocketAddr) -> Self {
         // Parsing an empty command line cannot fail: every setting has a default.
@@ -71,6 +178,15 @@ impl Config {
         config.listen_addr = listen_addr;
         config
     }
+}
+
+/// Which artifact store holds finished renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArtifactStoreKind {
+    /// Files under ARTIFACT_DIR, served by the sidecar at /files/{job_id}.
+    Local,
+    /// A Cloud Storage bucket (GCS_BUCKET), with V4 signed URLs.
+    Gcs,
 }
 
 /// How the MCP endpoint keeps (or does not keep) per-client state.

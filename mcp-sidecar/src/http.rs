@@ -32,7 +32,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::server::McpServer;
+use crate::{
+    artifacts::{ArtifactStore, local::Refusal},
+    jobs::store::JobStore,
+    server::McpServer,
+};
 
 /// The rmcp service in either session mode, behind one type.
 #[derive(Clone)]
@@ -57,6 +61,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// SHA-256 of the configured bearer token; `None` means `/mcp` needs no auth.
     pub bearer_token_digest: Option<[u8; 32]>,
+    pub store: JobStore,
+    pub artifacts: ArtifactStore,
 }
 
 /// Builds the router. No I/O happens here, so tests can drive it in-process.
@@ -65,6 +71,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/mcp", any(mcp_endpoint))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/files/{job_id}", get(download))
         .fallback(not_found)
         .with_state(state)
 }
@@ -73,8 +80,81 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "ok": true }))
 }
 
-async fn readyz() -> Json<Value> {
-    Json(json!({ "ok": true }))
+/// 200 when Redis answers (the artifact store is configured at start-up, or the sidecar would
+/// not have started); 503 with the reason otherwise.
+async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "redis": "ok", "artifacts": state.artifacts.describe() })),
+        ),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ok": false, "redis": error.to_string() })),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DownloadQuery {
+    expires: Option<String>,
+    signature: Option<String>,
+}
+
+/// `GET /files/{job_id}?expires=…&signature=…`: a local-store artifact, for a valid URL only.
+async fn download(
+    State(state): State<Arc<HttpState>>,
+    axum::extract::Path(job_id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DownloadQuery>,
+) -> Response {
+    let ArtifactStore::Local(store) = &state.artifacts else {
+        return not_found().await.into_response();
+    };
+    let (path, kind) = match store.authorize(
+        &job_id,
+        query.expires.as_deref(),
+        query.signature.as_deref(),
+    ) {
+        Ok(found) => found,
+        Err(Refusal::Forbidden) => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({ "error": "this download link is invalid or has expired; ask get_render_result for a new one" })),
+            )
+                .into_response();
+        }
+        Err(Refusal::NotFound) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "no such artifact" })),
+            )
+                .into_response();
+        }
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, kind.content_type()),
+                (header::CACHE_CONTROL, "private, max-age=300"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                // An SVG opened directly must not run anything, whatever it contains.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot read artifact");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": "internal error" })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn not_found() -> (StatusCode, Json<Value>) {

@@ -2,9 +2,11 @@
 //! `run_until_stopped` serves until the shutdown token is cancelled. `main.rs` only parses the
 //! configuration and calls these, so tests run exactly the same server on port 0.
 
+pub mod artifacts;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod render;
 pub mod server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -14,18 +16,30 @@ use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService,
     session::{local::LocalSessionManager, never::NeverSessionManager},
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{Config, SessionMode},
+    artifacts::{
+        ArtifactError, ArtifactStore,
+        gcs::{GcsSettings, GcsStore},
+        local::LocalStore,
+    },
+    config::{ArtifactStoreKind, Config, SessionMode},
     http::{HttpState, McpService},
-    server::{CatalogError, McpServer, ToolCatalog},
+    jobs::{
+        store::{JobStore, StoreError, StoreSettings},
+        worker::{RenderWorker, WorkerContext},
+    },
+    render::Renderer,
+    server::{CatalogError, McpServer, Shared, ToolCatalog, render::RenderTools},
 };
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -33,31 +47,32 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+    #[error("artifact store: {0}")]
+    Artifacts(#[from] ArtifactError),
 }
+
+/// Bound on each Redis operation a tool call waits for.
+const STORE_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time kept back from the shutdown grace for handing jobs back and exiting.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 
 /// A sidecar that is bound and ready to serve.
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: axum::Router,
+    workers: Vec<RenderWorker>,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
 }
 
 impl App {
-    /// Binds the listener and builds the router. Serving starts with [`App::run_until_stopped`].
+    /// Binds the listener and builds everything. Serving and the render workers start with
+    /// [`App::run_until_stopped`]. Redis need not be up yet.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
-        let catalog = Arc::new(ToolCatalog::new()?);
-        let mcp = mcp_service(&config, catalog, shutdown.child_token());
-        let state = Arc::new(HttpState {
-            mcp,
-            max_body_bytes: config.max_body_bytes,
-            bearer_token_digest: config
-                .bearer_token
-                .as_ref()
-                .map(|token| http::token_digest(token.expose())),
-        });
-
+        config.validate().map_err(StartupError::Config)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -68,10 +83,68 @@ impl App {
             addr: config.listen_addr,
             source,
         })?;
+
+        let store = JobStore::new(
+            config.redis_url.expose(),
+            StoreSettings {
+                key_prefix: config.redis_key_prefix.clone(),
+                finished_ttl: config.job_ttl,
+                lease: config.job_lease,
+                max_attempts: config.job_max_attempts,
+                operation_timeout: STORE_OPERATION_TIMEOUT,
+            },
+        )?;
+        if let Err(error) = store.ensure_queue().await {
+            // Not fatal: workers create the queue when Redis comes up.
+            tracing::warn!(%error, "Redis is not reachable yet; /readyz reports 503 until it is");
+        }
+        let artifacts = artifact_store(&config, local_addr).await?;
+
+        let shared = Arc::new(Shared {
+            catalog: ToolCatalog::new()?,
+            render: RenderTools {
+                store: store.clone(),
+                artifacts: artifacts.clone(),
+                signed_url_ttl: config.signed_url_ttl,
+            },
+        });
+        let mcp = mcp_service(&config, shared, shutdown.child_token());
+        let state = Arc::new(HttpState {
+            mcp,
+            max_body_bytes: config.max_body_bytes,
+            bearer_token_digest: config
+                .bearer_token
+                .as_ref()
+                .map(|token| http::token_digest(token.expose())),
+            store: store.clone(),
+            artifacts: artifacts.clone(),
+        });
+
+        let worker_count = config.render_workers();
+        let context = WorkerContext {
+            store,
+            artifacts,
+            renderer: Arc::new(Renderer::new()),
+            render_permits: Arc::new(Semaphore::new(worker_count.max(1))),
+            render_timeout: config.render_timeout,
+            drain: config.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN),
+        };
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let workers = (0..worker_count)
+            .map(|index| {
+                RenderWorker::new(
+                    format!("{}-{index}", &instance[..12]),
+                    context.clone(),
+                    shutdown.child_token(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Self {
             listener,
             local_addr,
             router: http::router(state),
+            workers,
             shutdown,
             shutdown_grace: config.shutdown_grace,
         })
@@ -82,9 +155,15 @@ impl App {
         self.local_addr
     }
 
-    /// Serves until the shutdown token is cancelled, then lets in-flight requests finish for
-    /// up to the configured grace period.
+    /// Serves and runs the render workers until the shutdown token is cancelled, then lets
+    /// in-flight requests and jobs finish (jobs are handed back to the queue if they cannot)
+    /// for up to the configured grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let worker_count = self.workers.len();
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in self.workers {
+            workers.spawn(worker.run());
+        }
         let listener = self.listener.tap_io(|stream| {
             // Small JSON-RPC replies must not wait for Nagle's algorithm.
             if let Err(error) = stream.set_nodelay(true) {
@@ -94,32 +173,71 @@ impl App {
         let shutdown = self.shutdown.clone();
         let server = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tracing::info!(addr = %self.local_addr, "listening");
+        tracing::info!(addr = %self.local_addr, render_workers = worker_count, "listening");
         let grace = self.shutdown_grace;
+        let everything = async move {
+            let served = server.into_future().await;
+            while workers.join_next().await.is_some() {}
+            served
+        };
         tokio::select! {
-            result = server.into_future() => result,
+            result = everything => result,
             () = async move {
                 shutdown.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => {
-                tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; closing them");
+                tracing::warn!(grace = ?grace, "in-flight work did not finish in time; stopping anyway");
                 Ok(())
             }
         }
     }
 }
 
-fn mcp_service(
+async fn artifact_store(
     config: &Config,
-    catalog: Arc<ToolCatalog>,
-    shutdown: CancellationToken,
-) -> McpService {
+    local_addr: SocketAddr,
+) -> Result<ArtifactStore, StartupError> {
+    match config.artifact_store {
+        ArtifactStoreKind::Local => {
+            let base = config
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local_addr}"));
+            let key = match &config.artifact_signing_key {
+                Some(key) => key.expose().as_bytes().to_vec(),
+                None => {
+                    tracing::warn!(
+                        "ARTIFACT_SIGNING_KEY is not set: download URLs are signed with a \
+                         random key and stop working when this process ends"
+                    );
+                    uuid::Uuid::new_v4().as_bytes().repeat(2)
+                }
+            };
+            Ok(ArtifactStore::Local(LocalStore::new(
+                config.artifact_dir.clone(),
+                &base,
+                key,
+            )?))
+        }
+        ArtifactStoreKind::Gcs => Ok(ArtifactStore::Gcs(Box::new(
+            GcsStore::new(&GcsSettings {
+                bucket: config.gcs_bucket.clone().unwrap_or_default(),
+                endpoint: config.gcs_endpoint.clone(),
+                upload_attempts: config.artifact_upload_attempts,
+                upload_timeout: config.render_timeout,
+            })
+            .await?,
+        ))),
+    }
+}
+
+fn mcp_service(config: &Config, shared: Arc<Shared>, shutdown: CancellationToken) -> McpService {
     let base = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts())
         .with_cancellation_token(shutdown)
         // Our edge already enforces the limit; this only keeps rmcp from disagreeing.
         .with_max_request_body_bytes(config.max_body_bytes);
-    let factory = move || Ok(McpServer::new(catalog.clone()));
+    let factory = move || Ok(McpServer::new(shared.clone()));
     match config.session_mode {
         SessionMode::Stateless => McpService::Stateless(StreamableHttpService::new(
             factory,

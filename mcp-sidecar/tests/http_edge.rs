@@ -28,10 +28,47 @@ async fn add_works(url: &str) {
 #[tokio::test]
 async fn health_and_readiness_probes_answer_ok() {
     let sidecar = spawn_sidecar(|_| {}).await;
-    for path in ["/healthz", "/readyz"] {
-        let response = http().get(sidecar.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"ok": true}));
+    let health = http().get(sidecar.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.unwrap(), json!({"ok": true}));
+    let ready = http().get(sidecar.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (ready["ok"].clone(), ready["redis"].clone()),
+        (json!(true), json!("ok"))
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_while_health_does_not() {
+    let mut sidecar = spawn_sidecar(|_| {}).await;
+    let (ready_url, health_url) = (sidecar.url("/readyz"), sidecar.url("/healthz"));
+    let redis = std::sync::Arc::get_mut(&mut sidecar.redis).expect("sole owner");
+    redis.kill();
+    let ready = http().get(&ready_url).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["ok"], false);
+    assert!(
+        body["redis"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
+    let health = http().get(&health_url).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    redis.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ready = http().get(&ready_url).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready again once Redis is back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

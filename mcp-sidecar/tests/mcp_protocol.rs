@@ -42,11 +42,25 @@ async fn tools_list_declares_input_and_output_schemas_with_parameter_description
         let client = mcp_client(&sidecar.mcp_url()).await;
         let tools = client.list_all_tools().await.unwrap();
         let names: Vec<_> = tools.iter().map(|tool| tool.name.as_ref()).collect();
-        assert_eq!(names, ["add", "subtract", "echo"], "{mode:?}");
+        assert_eq!(
+            names,
+            [
+                "add",
+                "subtract",
+                "echo",
+                "start_render",
+                "get_render_status",
+                "get_render_result",
+                "cancel_render",
+                "list_renders"
+            ],
+            "{mode:?}"
+        );
         for tool in &tools {
             assert!(tool.description.as_deref().is_some_and(|d| d.len() > 20));
             let properties = tool.input_schema["properties"].as_object().unwrap();
             assert!(!properties.is_empty(), "{}: input properties", tool.name);
+            assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
             for (name, property) in properties {
                 assert!(
                     property["description"]

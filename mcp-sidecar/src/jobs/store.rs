@@ -485,7 +485,7 @@ impl JobStore {
         connection: &mut ConnectionManager,
         worker: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
-        let reply: StreamAutoClaimReply = connection
+        let reply: Result<StreamAutoClaimReply, _> = connection
             .xautoclaim_options(
                 self.queue_key(),
                 GROUP,
@@ -494,8 +494,42 @@ impl JobStore {
                 "0-0",
                 StreamAutoClaimOptions::default().count(1),
             )
-            .await?;
-        Ok(reply.claimed.into_iter().next().and_then(entry_job))
+            .await;
+        match reply {
+            Ok(reply) => Ok(reply.claimed.into_iter().next().and_then(entry_job)),
+            Err(error) => self.recreate_queue_if_gone(error).await,
+        }
+    }
+
+    /// A Redis that restarted without persistence (or was flushed) has no consumer group:
+    /// make it again, rather than fail every read until someone notices.
+    async fn recreate_queue_if_gone<T>(
+        &self,
+        error: redis::RedisError,
+    ) -> Result<Option<T>, StoreError> {
+        if error.code() == Some("NOGROUP") {
+            tracing::warn!("the render queue's consumer group was missing; creating it again");
+            self.ensure_queue().await?;
+            return Ok(None);
+        }
+        Err(error.into())
+    }
+
+    /// Removes a stopping worker's consumer name from the group, if it holds no entries
+    /// (a consumer with pending entries is kept, so nothing it held can be forgotten).
+    pub async fn retire_consumer(&self, worker: &str) -> Result<(), StoreError> {
+        let script = Script::new(
+            "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then \
+               redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end return 1",
+        );
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.queue_key()).arg(GROUP).arg(worker);
+        let mut connection = self.connection.clone();
+        self.bounded(async move {
+            let _: i64 = invocation.invoke_async(&mut connection).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Waits up to `block` for a new entry.
@@ -509,9 +543,13 @@ impl JobStore {
             .group(GROUP, worker)
             .count(1)
             .block(usize::try_from(millis(block)).unwrap_or(usize::MAX));
-        let reply: Option<StreamReadReply> = connection
+        let reply: Option<StreamReadReply> = match connection
             .xread_options(&[self.queue_key()], &[">"], &options)
-            .await?;
+            .await
+        {
+            Ok(reply) => reply,
+            Err(error) => return self.recreate_queue_if_gone(error).await,
+        };
         Ok(reply
             .and_then(|reply| reply.keys.into_iter().next())
             .and_then(|key| key.ids.into_iter().next())

@@ -11,6 +11,7 @@
 
 mod arithmetic;
 mod echo;
+pub mod render;
 
 use std::{fmt::Display, sync::Arc};
 
@@ -29,9 +30,11 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 /// What the server tells a client about itself at `initialize`.
-const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract) and a round-trip check \
-(echo). Every result is JSON in structuredContent; failures come back with isError true and \
-an `error` message explaining what to change.";
+const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract), a round-trip check \
+(echo), and rendering charts and SVG to images as background jobs: start_render returns a \
+job_id at once; poll get_render_status until state is succeeded or failed, then \
+get_render_result gives a download URL. Every result is JSON in structuredContent; failures \
+come back with isError true and an `error` message explaining what to change.";
 
 /// The tools this server offers, built once at start-up and shared by every session.
 #[derive(Debug)]
@@ -58,6 +61,39 @@ impl ToolCatalog {
                 "echo",
                 "Return the given non-empty text unchanged: {\"text\": text}. Use it to check \
                  that the tool connection works.",
+            )?,
+            tool::<render::StartRenderInput, render::StartRenderOutput>(
+                "start_render",
+                "Start rendering a bar/line chart (to PNG or SVG) or an SVG document (to PNG) \
+                 as a background job. Returns at once with {job_id, state: \"queued\"}. Then \
+                 poll get_render_status with the job_id until state is \"succeeded\" or \
+                 \"failed\" (small charts take well under a second), and call \
+                 get_render_result for the download URL. An invalid spec is refused here with \
+                 an error saying what to fix, and no job is created.",
+            )?
+            .annotate(mutating()),
+            tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
+                "get_render_status",
+                "Get a render job's progress: state (queued, running, succeeded, failed), \
+                 stage and total_stages of its pipeline, a message like \"[2/4] rasterizing\", \
+                 and the error when it failed. Answers at once; poll it about once a second.",
+            )?,
+            tool::<render::JobIdInput, crate::jobs::model::JobResult>(
+                "get_render_result",
+                "Get a render job's result. When ready is true it has a time-limited download \
+                 url (with expires_at), content_type, bytes and sha256. ready is false until \
+                 the job has succeeded; a failed job has its error.",
+            )?,
+            tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
+                "cancel_render",
+                "Cancel a queued or running render job. It ends at once as failed with error \
+                 \"cancelled\". A job that already finished is left as it is. Returns the \
+                 job's status afterwards.",
+            )?
+            .annotate(mutating()),
+            tool::<render::ListRendersInput, render::ListRendersOutput>(
+                "list_renders",
+                "List recent render jobs, newest first, optionally only those in one state.",
             )?,
         ];
         Ok(Self { tools })
@@ -93,15 +129,31 @@ where
         ))
 }
 
+/// Annotations of the tools that change state (start and cancel jobs).
+fn mutating() -> ToolAnnotations {
+    ToolAnnotations::new()
+        .read_only(false)
+        .destructive(false)
+        .idempotent(false)
+        .open_world(false)
+}
+
+/// What every handler shares: the catalog and the render tools' dependencies.
+#[derive(Debug)]
+pub struct Shared {
+    pub catalog: ToolCatalog,
+    pub render: render::RenderTools,
+}
+
 /// One MCP handler per session (stateful mode) or per request (stateless mode); cheap to make.
 #[derive(Debug, Clone)]
 pub struct McpServer {
-    catalog: Arc<ToolCatalog>,
+    shared: Arc<Shared>,
 }
 
 impl McpServer {
-    pub fn new(catalog: Arc<ToolCatalog>) -> Self {
-        Self { catalog }
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 
@@ -127,11 +179,14 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.catalog.tools.clone()))
+        Ok(ListToolsResult::with_all_items(
+            self.shared.catalog.tools.clone(),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.catalog
+        self.shared
+            .catalog
             .tools
             .iter()
             .find(|tool| tool.name == name)
@@ -145,10 +200,16 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let arguments = request.arguments.unwrap_or_default();
+        let render = &self.shared.render;
         let result = match request.name.as_ref() {
             "add" => answer(arguments, |operands| arithmetic::add(&operands)),
             "subtract" => answer(arguments, |operands| arithmetic::subtract(&operands)),
             "echo" => answer(arguments, echo::echo),
+            "start_render" => answer_async(arguments, |input| render.start(input)).await,
+            "get_render_status" => answer_async(arguments, |input| render.status(input)).await,
+            "get_render_result" => answer_async(arguments, |input| render.result(input)).await,
+            "cancel_render" => answer_async(arguments, |input| render.cancel(input)).await,
+            "list_renders" => answer_async(arguments, |input| render.list(input)).await,
             unknown => {
                 return Err(McpError::invalid_params(
                     format!("unknown tool `{unknown}`; tools/list gives the available tools"),
@@ -183,11 +244,38 @@ where
     Output: Serialize,
     Error: Display,
 {
-    let input = match serde_json::from_value::<Input>(Value::Object(arguments)) {
-        Ok(input) => input,
-        Err(error) => return tool_error(format!("invalid arguments: {error}")),
-    };
-    match run(input) {
+    match parse_arguments(arguments) {
+        Ok(input) => outcome(run(input)),
+        Err(error) => error,
+    }
+}
+
+/// [`answer`] for tools that wait on I/O.
+async fn answer_async<Input, Output, Error, Run>(
+    arguments: JsonObject,
+    run: impl FnOnce(Input) -> Run,
+) -> CallToolResult
+where
+    Input: DeserializeOwned,
+    Output: Serialize,
+    Error: Display,
+    Run: Future<Output = Result<Output, Error>>,
+{
+    match parse_arguments(arguments) {
+        Ok(input) => outcome(run(input).await),
+        Err(error) => error,
+    }
+}
+
+fn parse_arguments<Input: DeserializeOwned>(
+    arguments: JsonObject,
+) -> Result<Input, CallToolResult> {
+    serde_json::from_value::<Input>(Value::Object(arguments))
+        .map_err(|error| tool_error(format!("invalid arguments: {error}")))
+}
+
+fn outcome<Output: Serialize, Error: Display>(result: Result<Output, Error>) -> CallToolResult {
+    match result {
         Ok(output) => match serde_json::to_value(output) {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => tool_error(format!("the result could not be encoded: {error}")),

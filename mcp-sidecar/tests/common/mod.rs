@@ -14,6 +14,7 @@ use std::{
 };
 
 use mcp_sidecar::{App, config::Config};
+use redis_server::RedisServer;
 use rmcp::{
     RoleClient, ServiceExt,
     model::{CallToolRequestParams, CallToolResult, ClientConfig},
@@ -23,9 +24,12 @@ use rmcp::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// A sidecar served in-process on a free loopback port; stopped when dropped.
+/// A sidecar served in-process on a free loopback port, with its own redis-server and
+/// artifact directory; all stopped and removed when dropped.
 pub struct TestSidecar {
     pub addr: SocketAddr,
+    pub redis: std::sync::Arc<RedisServer>,
+    pub artifact_dir: PathBuf,
     shutdown: CancellationToken,
 }
 
@@ -42,20 +46,61 @@ impl TestSidecar {
 impl Drop for TestSidecar {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.artifact_dir);
     }
 }
 
-/// Starts the real app on 127.0.0.1:0 with the defaults, adjusted by `configure`.
-pub async fn spawn_sidecar(configure: impl FnOnce(&mut Config)) -> TestSidecar {
+/// The signing key every test sidecar uses, so sidecars sharing a directory agree.
+pub const TEST_SIGNING_KEY: &str = "test-signing-key-0123456789";
+
+/// A directory under the system temp dir, unique to this call.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Test defaults on top of the sidecar's own: its Redis, a fresh artifact directory, a known
+/// signing key, two workers and a short lease.
+pub fn test_config(redis: &RedisServer, artifact_dir: &std::path::Path) -> Config {
     let mut config = Config::with_listen_addr("127.0.0.1:0".parse().unwrap());
+    config.redis_url = redis.url().parse().unwrap();
+    config.redis_key_prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    config.artifact_dir = artifact_dir.to_path_buf();
+    config.artifact_signing_key = Some(TEST_SIGNING_KEY.parse().unwrap());
+    config.render_workers = Some(2);
+    config.job_lease = Duration::from_secs(2);
+    config
+}
+
+/// Starts the real app on 127.0.0.1:0 with its own redis-server and [`test_config`],
+/// adjusted by `configure`.
+pub async fn spawn_sidecar(configure: impl FnOnce(&mut Config)) -> TestSidecar {
+    let redis = std::sync::Arc::new(RedisServer::start());
+    spawn_sidecar_on(redis, configure).await
+}
+
+/// Like [`spawn_sidecar`], on an existing redis-server.
+pub async fn spawn_sidecar_on(
+    redis: std::sync::Arc<RedisServer>,
+    configure: impl FnOnce(&mut Config),
+) -> TestSidecar {
+    let artifact_dir = temp_dir("artifacts");
+    let mut config = test_config(&redis, &artifact_dir);
     configure(&mut config);
+    let artifact_dir = config.artifact_dir.clone();
     let shutdown = CancellationToken::new();
     let app = App::build(config, shutdown.clone())
         .await
         .expect("sidecar builds");
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped());
-    TestSidecar { addr, shutdown }
+    TestSidecar {
+        addr,
+        redis,
+        artifact_dir,
+        shutdown,
+    }
 }
 
 pub type McpClient = RunningService<RoleClient, ClientConfig>;
@@ -159,10 +204,12 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The real `mcp-sidecar` binary running as its own process; killed when dropped.
+/// The real `mcp-sidecar` binary running as its own process; killed when dropped (with the
+/// redis-server and artifact directory it was given, if they are its own).
 pub struct SidecarProcess {
     pub addr: SocketAddr,
     child: Child,
+    pub redis: Option<std::sync::Arc<RedisServer>>,
 }
 
 impl SidecarProcess {
@@ -188,11 +235,31 @@ impl Drop for SidecarProcess {
     }
 }
 
-/// Starts the binary on 127.0.0.1:0 with `env` added, and waits for its "listening" log line.
+/// Starts the binary on 127.0.0.1:0 with its own redis-server and artifact directory, plus
+/// `env`, and waits for its "listening" log line.
 pub fn start_sidecar_process(env: &[(&str, &str)]) -> SidecarProcess {
+    let redis = std::sync::Arc::new(RedisServer::start());
+    let artifact_dir = temp_dir("artifacts");
+    let mut process = start_sidecar_process_with(
+        &[
+            ("REDIS_URL", redis.url().as_str()),
+            ("ARTIFACT_DIR", artifact_dir.to_str().unwrap()),
+        ],
+        env,
+    );
+    process.redis = Some(redis);
+    process
+}
+
+/// Starts the binary on 127.0.0.1:0 with `base` then `env` (later values win), and waits for
+/// its "listening" log line.
+pub fn start_sidecar_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -> SidecarProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sidecar"))
         .env("MCP_LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
+        .env("ARTIFACT_SIGNING_KEY", TEST_SIGNING_KEY)
+        .env("RENDER_WORKERS", "2")
+        .envs(base.iter().copied())
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -218,7 +285,11 @@ pub fn start_sidecar_process(env: &[(&str, &str)]) -> SidecarProcess {
     let addr: SocketAddr = receiver
         .recv_timeout(Duration::from_secs(20))
         .expect("sidecar logs its listening address");
-    SidecarProcess { addr, child }
+    SidecarProcess {
+        addr,
+        child,
+        redis: None,
+    }
 }
 
 /// Path to a tool installed by `scripts/install-test-tools`, with a clear failure if missing.

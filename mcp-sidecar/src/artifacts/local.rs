@@ -1,0 +1,284 @@
+//! The `local` artifact store: files under `ARTIFACT_DIR`, served by the sidecar at
+//! `/files/{job_id}?expires=<unix seconds>&signature=<hex HMAC-SHA256>`.
+//!
+//! The signature covers the job id and the expiry, keyed by `ARTIFACT_SIGNING_KEY`, so a URL
+//! can be handed to anyone and stops working at its expiry; changing either part breaks it.
+//! Only names of the form `{job id}.{png|svg}` directly inside the directory are ever read,
+//! and a job id is 32 hex digits, so no request can reach another file.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{ArtifactError, Placed, SignedUrl};
+use crate::{jobs::model::JobId, jobs::store::hex, render::spec::OutputKind};
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+    public_base_url: String,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("dir", &self.dir)
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a `/files` request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Signature missing, wrong or expired: 403.
+    Forbidden,
+    /// No such artifact: 404.
+    NotFound,
+}
+
+impl LocalStore {
+    /// A store writing under `dir` (created if missing), handing out URLs under
+    /// `public_base_url`, signed with `key`.
+    pub fn new(dir: PathBuf, public_base_url: &str, key: Vec<u8>) -> Result<Self, ArtifactError> {
+        std::fs::create_dir_all(&dir).map_err(|error| {
+            ArtifactError::Permanent(format!(
+                "cannot create ARTIFACT_DIR {}: {error}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self {
+            dir,
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    fn path(&self, job: &JobId, kind: OutputKind) -> PathBuf {
+        self.dir.join(format!("{job}.{}", kind.extension()))
+    }
+
+    /// Writes the artifact unless it already exists (a retried job never makes a second one).
+    /// The file appears complete or not at all: it is written aside and then hard-linked into
+    /// place, which fails if the name is taken.
+    pub fn put(
+        &self,
+        job: &JobId,
+        kind: OutputKind,
+        bytes: &[u8],
+    ) -> Result<Placed, ArtifactError> {
+        let target = self.path(job, kind);
+        let temporary = self.dir.join(format!(
+            ".{job}.{}.{}",
+            uuid::Uuid::new_v4().simple(),
+            kind.extension()
+        ));
+        let io = |error: std::io::Error| {
+            ArtifactError::Retryable(format!("writing {}: {error}", target.display()))
+        };
+        let mut file = std::fs::File::create_new(&temporary).map_err(io)?;
+        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        drop(file);
+        let linked = written.and_then(|()| std::fs::hard_link(&temporary, &target));
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => Ok(Placed::Created),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(Placed::AlreadyExisted)
+            }
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    fn signature(&self, job: &str, expires: u64) -> HmacSha256 {
+        // HMAC accepts keys of any length.
+        let mut mac = HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        mac.update(job.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        mac
+    }
+
+    pub fn signed_url(&self, job: &JobId, ttl: Duration) -> SignedUrl {
+        let expires_at = SystemTime::now() + ttl;
+        let expires = expires_at
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        let signature = hex(&self
+            .signature(job.as_str(), expires)
+            .finalize()
+            .into_bytes());
+        SignedUrl {
+            url: format!(
+                "{}/files/{job}?expires={expires}&signature={signature}",
+                self.public_base_url
+            ),
+            expires_at,
+        }
+    }
+
+    /// Checks a `/files` request and returns the file to send and its kind.
+    pub fn authorize(
+        &self,
+        job: &str,
+        expires: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(PathBuf, OutputKind), Refusal> {
+        // Anything that is not a job id cannot name a file here.
+        let job: JobId = job.parse().map_err(|_| Refusal::NotFound)?;
+        let (Some(expires), Some(signature)) = (expires, signature) else {
+            return Err(Refusal::Forbidden);
+        };
+        let expires: u64 = expires.parse().map_err(|_| Refusal::Forbidden)?;
+        let signature = decode_hex(signature).ok_or(Refusal::Forbidden)?;
+        self.signature(job.as_str(), expires)
+            .verify_slice(&signature)
+            .map_err(|_| Refusal::Forbidden)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(u64::MAX);
+        if expires < now {
+            return Err(Refusal::Forbidden);
+        }
+        [OutputKind::Png, OutputKind::Svg]
+            .into_iter()
+            .map(|kind| (self.path(&job, kind), kind))
+            .find(|(path, _)| path.is_file())
+            .ok_or(Refusal::NotFound)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (LocalStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("local-store-{}", uuid::Uuid::new_v4()));
+        let store =
+            LocalStore::new(dir.clone(), "http://127.0.0.1:3000/", b"key".to_vec()).unwrap();
+        (store, dir)
+    }
+
+    fn query(url: &str) -> (String, String, String) {
+        let (path, query) = url.split_once('?').unwrap();
+        let job = path.rsplit('/').next().unwrap().to_owned();
+        let mut expires = String::new();
+        let mut signature = String::new();
+        for pair in query.split('&') {
+            match pair.split_once('=').unwrap() {
+                ("expires", value) => expires = value.into(),
+                ("signature", value) => signature = value.into(),
+                _ => {}
+            }
+        }
+        (job, expires, signature)
+    }
+
+    #[test]
+    fn a_put_happens_once_and_a_signed_url_opens_it() {
+        let (store, dir) = store();
+        let job = JobId::generate();
+        assert_eq!(
+            store.put(&job, OutputKind::Png, b"png!").unwrap(),
+            Placed::Created
+        );
+        assert_eq!(
+            store.put(&job, OutputKind::Png, b"other").unwrap(),
+            Placed::AlreadyExisted
+        );
+        assert_eq!(
+            std::fs::read(dir.join(format!("{job}.png"))).unwrap(),
+            b"png!"
+        );
+        // Nothing is left behind but the artifact.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+
+        let url = store.signed_url(&job, Duration::from_secs(60)).url;
+        assert!(url.starts_with(&format!("http://127.0.0.1:3000/files/{job}?")));
+        let (id, expires, signature) = query(&url);
+        let (path, kind) = store
+            .authorize(&id, Some(&expires), Some(&signature))
+            .unwrap();
+        assert_eq!(
+            (path, kind),
+            (dir.join(format!("{job}.png")), OutputKind::Png)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tampered_expired_or_missing_signatures_are_refused() {
+        let (store, dir) = store();
+        let job = JobId::generate();
+        store.put(&job, OutputKind::Png, b"png!").unwrap();
+        let (id, expires, signature) = query(&store.signed_url(&job, Duration::from_secs(60)).url);
+        let later = (expires.parse::<u64>().unwrap() + 3600).to_string();
+        let mut flipped = signature.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for (expires, signature) in [
+            (Some(later.as_str()), Some(signature.as_str())),
+            (Some(expires.as_str()), Some(flipped.as_str())),
+            (Some(expires.as_str()), None),
+            (None, Some(signature.as_str())),
+            (Some("soon"), Some(signature.as_str())),
+            (Some(expires.as_str()), Some("zz")),
+        ] {
+            assert_eq!(
+                store.authorize(&id, expires, signature),
+                Err(Refusal::Forbidden)
+            );
+        }
+        let (_, old, old_signature) = query(&store.signed_url(&job, Duration::ZERO).url);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            store.authorize(&id, Some(&old), Some(&old_signature)),
+            Err(Refusal::Forbidden),
+            "expired"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_job_ids_name_files() {
+        let (store, dir) = store();
+        for name in ["../etc/passwd", "..%2f..%2fetc%2fpasswd", ".hidden", ""] {
+            assert_eq!(
+                store.authorize(name, Some("1"), Some("00")),
+                Err(Refusal::NotFound)
+            );
+        }
+        let unknown = JobId::generate();
+        let (id, expires, signature) =
+            query(&store.signed_url(&unknown, Duration::from_secs(60)).url);
+        assert_eq!(
+            store.authorize(&id, Some(&expires), Some(&signature)),
+            Err(Refusal::NotFound)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,329 @@
+//! The render worker: takes jobs from the queue and runs their pipeline.
+//!
+//! One step is exposed, [`RenderWorker::try_run_one`], so tests can drive a worker without
+//! sleeping; [`RenderWorker::run`] is the trivial loop around it.
+//!
+//! While a job runs, the worker renews its lease every lease/3 (and at each stage, together
+//! with the progress report). If a renewal says the job was cancelled or taken over, the worker
+//! stops working on it. CPU stages run on blocking threads; a semaphore with one permit per
+//! configured worker bounds how many run at once, and a permit is released only when its
+//! thread ends, even if the job stopped waiting for it (render time-out, cancellation).
+//!
+//! On shutdown a worker takes no new job and gives the one in hand until `drain` to finish;
+//! after that it hands the job back to the queue for another worker.
+
+use std::{sync::Arc, time::Duration};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    model::ArtifactRecord,
+    store::{ClaimedJob, Delivery, JobStore, Ownership, Recorded, StoreError, hex},
+};
+use crate::{
+    artifacts::ArtifactStore,
+    render::{
+        Renderer, Work,
+        spec::{RenderSpec, Stage},
+    },
+};
+
+/// How long a worker waits on an empty queue before checking for stale jobs again.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Everything the workers of one sidecar share.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub store: JobStore,
+    pub artifacts: ArtifactStore,
+    pub renderer: Arc<Renderer>,
+    /// One permit per render that may run on a blocking thread at once.
+    pub render_permits: Arc<Semaphore>,
+    /// Bound on a job's CPU stages together.
+    pub render_timeout: Duration,
+    /// On shutdown, how long a job in hand may take before it is handed back.
+    pub drain: Duration,
+}
+
+/// What one step of a worker did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was waiting.
+    Idle,
+    /// A delivered entry had nothing to run (stale, or its job had finished or expired).
+    Skipped,
+    /// The job had used up its attempts and was failed without running.
+    Exhausted,
+    Succeeded,
+    /// The job failed with this error.
+    Failed(String),
+    /// The job was cancelled while running; its result was discarded.
+    Cancelled,
+    /// Another attempt took the job over; this one stopped.
+    Superseded,
+    /// Shutdown: the job went back to the queue.
+    HandedBack,
+    /// The job store could not be reached mid-job; the lease will expire and the job retried.
+    Interrupted(String),
+}
+
+pub struct RenderWorker {
+    name: String,
+    context: WorkerContext,
+    connection: redis::aio::ConnectionManager,
+    shutdown: CancellationToken,
+}
+
+/// Why a job's pipeline stopped short.
+enum Stop {
+    Failed(String),
+    Cancelled,
+    Superseded,
+    StoreDown(String),
+}
+
+impl From<StoreError> for Stop {
+    fn from(error: StoreError) -> Self {
+        Self::StoreDown(error.to_string())
+    }
+}
+
+impl RenderWorker {
+    pub fn new(
+        name: String,
+        context: WorkerContext,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StoreError> {
+        let connection = context.store.worker_connection(POLL)?;
+        Ok(Self {
+            name,
+            context,
+            connection,
+            shutdown,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs until shutdown. Store outages are logged and retried with a growing pause.
+    pub async fn run(mut self) {
+        let mut pause = Duration::from_millis(100);
+        while !self.shutdown.is_cancelled() {
+            match self.try_run_one(POLL).await {
+                Ok(outcome) => {
+                    pause = Duration::from_millis(100);
+                    if outcome != Outcome::Idle {
+                        tracing::debug!(worker = %self.name, ?outcome, "job step");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(worker = %self.name, %error, "render worker cannot reach the job store");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Err(error) = self.context.store.retire_consumer(&self.name).await {
+            tracing::debug!(worker = %self.name, %error, "could not remove the consumer name");
+        }
+    }
+
+    /// Takes one job (a stale one first, else a new one, waiting up to `block`) and runs it.
+    pub async fn try_run_one(&mut self, block: Duration) -> Result<Outcome, StoreError> {
+        let store = self.context.store.clone();
+        let delivered = tokio::select! {
+            delivered = async {
+                match store.reclaim_stale(&mut self.connection, &self.name).await? {
+                    Some(entry) => Ok(Some(entry)),
+                    None => store.read_new(&mut self.connection, &self.name, block).await,
+                }
+            } => delivered?,
+            () = self.shutdown.cancelled() => return Ok(Outcome::Idle),
+        };
+        let Some((entry, job)) = delivered else {
+            return Ok(Outcome::Idle);
+        };
+        match store.start(&entry, &job, &self.name).await? {
+            Delivery::Skipped => Ok(Outcome::Skipped),
+            Delivery::Exhausted { id, error } => {
+                tracing::warn!(job_id = %id, %error, "render job failed: out of attempts");
+                Ok(Outcome::Exhausted)
+            }
+            // Boxed: the job's future is large and deeply nested; keep it off this one's stack.
+            Delivery::Run(job) => Ok(Box::pin(self.run_claimed(job)).await),
+        }
+    }
+
+    /// Runs a claimed job to its end, or hands it back if shutdown's drain time runs out.
+    #[tracing::instrument(name = "render.job", skip_all, fields(job_id = %job.id, attempt = job.attempt, worker = %self.name))]
+    async fn run_claimed(&self, job: ClaimedJob) -> Outcome {
+        let drain = self.context.drain;
+        let shutdown = self.shutdown.clone();
+        let outcome = tokio::select! {
+            outcome = Box::pin(self.run_pipeline(&job)) => outcome,
+            () = async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(drain).await;
+            } => {
+                return match self.context.store.requeue(&job).await {
+                    Ok(_) => {
+                        tracing::info!("shutting down: render job handed back to the queue");
+                        Outcome::HandedBack
+                    }
+                    Err(error) => Outcome::Interrupted(error.to_string()),
+                };
+            }
+        };
+        match outcome {
+            Ok((record, total)) => match self
+                .context
+                .store
+                .succeed(&job, &format!("[{total}/{total}] done"), &record)
+                .await
+            {
+                Ok(Recorded::Done) => {
+                    tracing::info!(bytes = record.bytes, "render job succeeded");
+                    Outcome::Succeeded
+                }
+                Ok(Recorded::Rejected { cancelled: true }) => Outcome::Cancelled,
+                Ok(Recorded::Rejected { cancelled: false }) => Outcome::Superseded,
+                Err(error) => Outcome::Interrupted(error.to_string()),
+            },
+            Err(Stop::Failed(error)) => match self.context.store.fail(&job, &error).await {
+                Ok(Recorded::Done) => {
+                    tracing::info!(%error, "render job failed");
+                    Outcome::Failed(error)
+                }
+                Ok(Recorded::Rejected { cancelled: true }) => Outcome::Cancelled,
+                Ok(Recorded::Rejected { cancelled: false }) => Outcome::Superseded,
+                Err(store_error) => Outcome::Interrupted(store_error.to_string()),
+            },
+            Err(Stop::Cancelled) => {
+                tracing::info!("render job cancelled while running");
+                Outcome::Cancelled
+            }
+            Err(Stop::Superseded) => Outcome::Superseded,
+            Err(Stop::StoreDown(error)) => {
+                tracing::warn!(%error, "job store lost mid-job; the job will be retried after its lease");
+                Outcome::Interrupted(error)
+            }
+        }
+    }
+
+    /// Runs every stage, reporting progress before each and renewing the lease meanwhile.
+    async fn run_pipeline(&self, job: &ClaimedJob) -> Result<(ArtifactRecord, usize), Stop> {
+        let value: serde_json::Value = serde_json::from_str(&job.spec_json)
+            .map_err(|error| Stop::Failed(format!("stored spec is not JSON: {error}")))?;
+        let spec = RenderSpec::from_json(value).map_err(|error| Stop::Failed(error.to_string()))?;
+        let stages = spec.stages();
+        let total = stages.len();
+        let output = spec.output();
+        let deadline = tokio::time::Instant::now() + self.context.render_timeout;
+        let mut work = Work::Spec(spec);
+
+        for (index, stage) in stages.iter().enumerate() {
+            let message = format!("[{}/{total}] {}", index + 1, stage.name());
+            let stage_number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            self.check(
+                self.context
+                    .store
+                    .renew(job, &self.name, Some((stage_number, &message)))
+                    .await?,
+            )?;
+
+            if *stage == Stage::Uploading {
+                let Work::Output(bytes) = work else {
+                    return Err(Stop::Failed("internal error: nothing to upload".into()));
+                };
+                let bytes = bytes::Bytes::from(bytes);
+                let record = ArtifactRecord {
+                    key: self.context.artifacts.key(&job.id, output),
+                    content_type: output.content_type().to_owned(),
+                    bytes: bytes.len() as u64,
+                    sha256: hex(&Sha256::digest(&bytes)),
+                };
+                let upload = self.context.artifacts.put(&job.id, output, bytes);
+                self.while_renewing(job, upload)
+                    .await?
+                    .map_err(|error| Stop::Failed(format!("upload failed: {error}")))?;
+                return Ok((record, total));
+            }
+
+            let renderer = self.context.renderer.clone();
+            let permits = self.context.render_permits.clone();
+            let stage = *stage;
+            let cpu = async move {
+                let permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| "render pool closed".to_owned())?;
+                tokio::task::spawn_blocking(move || {
+                    let result = renderer.advance(stage, work);
+                    drop(permit);
+                    result
+                })
+                .await
+                .map_err(|error| format!("render thread failed: {error}"))?
+                .map_err(|error| error.to_string())
+            };
+            let timed = async {
+                tokio::time::timeout_at(deadline, cpu)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "rendering took longer than {:?}",
+                            self.context.render_timeout
+                        ))
+                    })
+            };
+            work = self
+                .while_renewing(job, timed)
+                .await?
+                .map_err(Stop::Failed)?;
+        }
+        Err(Stop::Failed(
+            "internal error: the pipeline has no upload stage".into(),
+        ))
+    }
+
+    /// Awaits `work` while renewing the lease every lease/3; stops early if the job was
+    /// cancelled or taken over.
+    async fn while_renewing<T>(
+        &self,
+        job: &ClaimedJob,
+        work: impl Future<Output = T>,
+    ) -> Result<T, Stop> {
+        let period = self.context.store.settings().lease / 3;
+        let renewals = async {
+            loop {
+                tokio::time::sleep(period).await;
+                match self.context.store.renew(job, &self.name, None).await {
+                    Ok(Ownership::Owned) => {}
+                    Ok(Ownership::Cancelled) => return Stop::Cancelled,
+                    Ok(Ownership::Lost) => return Stop::Superseded,
+                    // A blip: keep working; the lease covers a missed renewal or two.
+                    Err(error) => tracing::debug!(%error, "lease renewal failed"),
+                }
+            }
+        };
+        tokio::select! {
+            output = work => Ok(output),
+            stop = renewals => Err(stop),
+        }
+    }
+
+    fn check(&self, ownership: Ownership) -> Result<(), Stop> {
+        match ownership {
+            Ownership::Owned => Ok(()),
+            Ownership::Cancelled => Err(Stop::Cancelled),
+            Ownership::Lost => Err(Stop::Superseded),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The render-job tools: `start_render`, `get_render_status`, `get_render_result`,
+//! `cancel_render`, `list_renders`. Each answers at once; the rendering itself happens in the
+//! workers after `start_render` has returned.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    artifacts::ArtifactStore,
+    jobs::{
+        model::{JobId, JobResult, JobState, JobStatus},
+        store::{JobStore, StoreError},
+    },
+    render::spec::{MAX_IDEMPOTENCY_KEY_CHARS, RenderSpec, RenderSpecInput},
+};
+
+/// Most jobs `list_renders` returns.
+pub const MAX_LIST_LIMIT: u32 = 100;
+const DEFAULT_LIST_LIMIT: u32 = 20;
+
+/// What the render tools need.
+#[derive(Debug, Clone)]
+pub struct RenderTools {
+    pub store: JobStore,
+    pub artifacts: ArtifactStore,
+    pub signed_url_ttl: Duration,
+}
+
+/// Arguments of `start_render`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRenderInput {
+    /// What to render: {"kind":"chart", "chart":{"type":"bar"|"line", "title", "x_label",
+    /// "y_label", "series":[{"name", "points":[[x,y],…]}]}, "width", "height",
+    /// "format":"png"|"svg"} or {"kind":"svg", "svg":"<svg …>", "width", "height"}.
+    pub spec: RenderSpecInput,
+    /// Optional key (1–200 characters) making the call safe to repeat: the same key with the
+    /// same spec returns the job already started instead of a new one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Result of `start_render`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StartRenderOutput {
+    /// The job's id, for the other render tools.
+    pub job_id: String,
+    /// The job's state now: "queued" for a new job; for a repeated idempotency key, the
+    /// existing job's state.
+    pub state: JobState,
+}
+
+/// Arguments naming one job.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobIdInput {
+    /// The job id start_render returned (32 hex digits).
+    pub job_id: String,
+}
+
+/// Arguments of `list_renders`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRendersInput {
+    /// Only jobs in this state: queued, running, succeeded or failed (default: all).
+    #[serde(default)]
+    pub state: Option<JobState>,
+    /// How many jobs at most, 1 to 100 (default 20).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Result of `list_renders`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListRendersOutput {
+    /// Recent jobs, newest first.
+    pub jobs: Vec<JobStatus>,
+}
+
+/// A render tool's failure, worded for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderToolError {
+    #[error(transparent)]
+    Spec(#[from] crate::render::spec::SpecError),
+    #[error(transparent)]
+    JobId(#[from] crate::jobs::model::InvalidJobId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Argument(String),
+    #[error("the job succeeded but its download URL could not be made: {0}")]
+    Url(String),
+}
+
+fn rfc3339(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+impl RenderTools {
+    pub async fn start(
+        &self,
+        input: StartRenderInput,
+    ) -> Result<StartRenderOutput, RenderToolError> {
+        if let Some(key) = &input.idempotency_key {
+            let length = key.chars().count();
+            if length == 0 || length > MAX_IDEMPOTENCY_KEY_CHARS {
+                return Err(RenderToolError::Argument(format!(
+                    "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+                )));
+            }
+        }
+        let spec = RenderSpec::try_from(input.spec)?;
+        let total_stages = u32::try_from(spec.stages().len()).unwrap_or(u32::MAX);
+        let (id, created) = self
+            .store
+            .enqueue(
+                &spec.to_json(),
+                total_stages,
+                input.idempotency_key.as_deref(),
+                "",
+            )
+            .await?;
+        tracing::Span::current().record("job_id", id.as_str());
+        tracing::info!(job_id = %id, created, "render job started");
+        let state = if created {
+            JobState::Queued
+        } else {
+            self.store.status(&id).await?.state
+        };
+        Ok(StartRenderOutput {
+            job_id: id.to_string(),
+            state,
+        })
+    }
+
+    pub async fn status(&self, input: JobIdInput) -> Result<JobStatus, RenderToolError> {
+        let id: JobId = input.job_id.parse()?;
+        Ok(self.store.status(&id).await?)
+    }
+
+    pub async fn result(&self, input: JobIdInput) -> Result<JobResult, RenderToolError> {
+        let id: JobId = input.job_id.parse()?;
+        let (mut result, record) = self.store.artifact(&id).await?;
+        if let Some(record) = record {
+            let signed = self
+                .artifacts
+                .signed_url(&id, &record, self.signed_url_ttl)
+                .await
+                .map_err(|error| RenderToolError::Url(error.to_string()))?;
+            result.url = Some(signed.url);
+            result.expires_at = Some(rfc3339(signed.expires_at));
+        }
+        Ok(result)
+    }
+
+    pub async fn cancel(&self, input: JobIdInput) -> Result<JobStatus, RenderToolError> {
+        let id: JobId = input.job_id.parse()?;
+        Ok(self.store.cancel(&id).await?)
+    }
+
+    pub async fn list(
+        &self,
+        input: ListRendersInput,
+    ) -> Result<ListRendersOutput, RenderToolError> {
+        let limit = input.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(RenderToolError::Argument(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}"
+            )));
+        }
+        let jobs = self
+            .store
+            .list(input.state, usize::try_from(limit).unwrap_or(20))
+            .await?;
+        Ok(ListRendersOutput { jobs })
+    }
+}
