@@ -2,9 +2,21 @@ use anyhow::Context;
 use clap::Parser;
 use mcp_sidecar::{App, config::Config};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack size of every runtime thread, the render threads included. The SVG guard keeps
+/// usvg's recursion shallow; this is margin on top, not the protection itself.
+const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     service_core::telemetry::init(&config.log);
     let shutdown =
         service_core::shutdown::cancel_on_signal().context("installing signal handlers")?;

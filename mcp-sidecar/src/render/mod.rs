@@ -2,20 +2,21 @@
 //!
 //! Safety of untrusted SVG, in the order the checks run:
 //! 1. the spec bounds (source size, output pixels) in [`spec`];
-//! 2. XML parsing with roxmltree: no DTD at all (so no entity expansion, "billion laughs"
-//!    included) and a node budget;
-//! 3. an iterative nesting-depth check before usvg sees the document, because usvg and resvg
-//!    walk the tree recursively and a deep enough document would overflow the thread's stack;
+//! 2. XML parsing with roxmltree: no DTD at all (so no entity expansion, "billion laughs" and
+//!    its quadratic cousins included) and a node budget;
+//! 3. [`guard::check_document`]: nesting, element, reference-chain and text limits, before usvg
+//!    (which recurses) sees the document;
 //! 4. usvg options that resolve nothing outside the document: no resources directory, no
 //!    file or URL `href`s, only the bundled font (no system fonts), and embedded `data:`
 //!    images only if they are PNG or JPEG whose header declares at most
-//!    [`MAX_EMBEDDED_IMAGE_PIXELS`] (a decompression bomb is refused before decoding);
-//! 5. a walk of the parsed tree bounding node count, isolated-layer depth (each layer is a
-//!    full-size pixmap while rendering) and filtered groups.
+//!    [`MAX_EMBEDDED_IMAGE_PIXELS`] (a decompression bomb is refused before decoding). The
+//!    crate is built without `svgz`, so nothing is ever gunzipped;
+//! 5. [`guard::check_tree`]: work budgets in device pixels for the size actually drawn.
 //!
-//! Charts take the same path but skip 2–3's limits: their SVG is ours.
+//! Charts take the same path but skip 2, 3 and 5: their SVG is ours.
 
 pub mod chart;
+pub mod guard;
 pub mod spec;
 
 use std::sync::Arc;
@@ -33,15 +34,7 @@ use self::spec::{Dimensions, RenderSpec, Stage};
 pub const FONT_FAMILY: &str = "DejaVu Sans";
 
 /// Most XML nodes (elements, text, comments) in an SVG document.
-pub const MAX_SVG_NODES: usize = 200_000;
-/// Deepest element nesting accepted in an SVG document.
-pub const MAX_SVG_DEPTH: usize = 128;
-/// Most nodes in the parsed render tree (after `<use>` expansion).
-pub const MAX_TREE_NODES: usize = 100_000;
-/// Most nested isolated layers (groups with opacity, filters, masks or clips).
-pub const MAX_LAYER_DEPTH: usize = 16;
-/// Most groups with filters.
-pub const MAX_FILTERED_GROUPS: usize = 32;
+pub const MAX_SVG_NODES: usize = 100_000;
 /// Largest embedded raster image, by its declared size, in pixels.
 pub const MAX_EMBEDDED_IMAGE_PIXELS: u64 = 4_000_000;
 
@@ -145,7 +138,7 @@ impl Renderer {
                 }
             }
             (Stage::Parsing, Work::Spec(RenderSpec::Svg { svg, size })) => {
-                let tree = self.parse_untrusted(&svg)?;
+                let tree = self.parse_untrusted(&svg, size)?;
                 Ok(Work::Document(Box::new(tree), size))
             }
             (Stage::Rasterizing, Work::Document(tree, size)) => {
@@ -159,8 +152,8 @@ impl Renderer {
         }
     }
 
-    /// Parses an SVG from outside with every check in the module docs.
-    pub fn parse_untrusted(&self, svg: &str) -> Result<usvg::Tree, RenderError> {
+    /// Parses an SVG from outside with every check in the module docs, for drawing at `size`.
+    pub fn parse_untrusted(&self, svg: &str, size: Dimensions) -> Result<usvg::Tree, RenderError> {
         let xml_options = usvg::roxmltree::ParsingOptions {
             allow_dtd: false,
             nodes_limit: u32::try_from(MAX_SVG_NODES).unwrap_or(u32::MAX),
@@ -178,10 +171,10 @@ impl Renderer {
                     other => RenderError::InvalidSvg(other.to_string()),
                 }
             })?;
-        check_depth(&document)?;
+        guard::check_document(&document)?;
         let tree = usvg::Tree::from_xmltree(&document, &self.options())
             .map_err(|error| RenderError::InvalidSvg(error.to_string()))?;
-        check_tree(&tree)?;
+        guard::check_tree(&tree, fit(&tree, size)?, size.width(), size.height())?;
         Ok(tree)
     }
 }
@@ -202,93 +195,159 @@ fn embedded_image(data: Arc<Vec<u8>>) -> Option<ImageKind> {
     }
 }
 
-/// Refuses documents nested deeper than [`MAX_SVG_DEPTH`], without recursing.
-fn check_depth(document: &usvg::roxmltree::Document<'_>) -> Result<(), RenderError> {
-    let mut stack = vec![(document.root(), 0usize)];
-    while let Some((node, depth)) = stack.pop() {
-        if depth > MAX_SVG_DEPTH {
-            return Err(RenderError::TooComplex(format!(
-                "elements nested more than {MAX_SVG_DEPTH} deep"
-            )));
-        }
-        stack.extend(
-            node.children()
-                .filter(|child| child.is_element())
-                .map(|child| (child, depth + 1)),
-        );
-    }
-    Ok(())
-}
-
-/// Bounds on the parsed tree that resvg itself does not enforce, walked without recursion
-/// (clip paths, masks, patterns and filter images included: they render as layers too).
-fn check_tree(tree: &usvg::Tree) -> Result<(), RenderError> {
-    let mut nodes = 0usize;
-    let mut filtered = 0usize;
-    let mut stack: Vec<(&usvg::Group, usize)> = vec![(tree.root(), 0)];
-    stack.extend(tree.clip_paths().iter().map(|clip| (clip.root(), 1)));
-    stack.extend(tree.masks().iter().map(|mask| (mask.root(), 1)));
-    stack.extend(tree.patterns().iter().map(|pattern| (pattern.root(), 1)));
-    for filter in tree.filters() {
-        for primitive in filter.primitives() {
-            if let usvg::filter::Kind::Image(image) = primitive.kind() {
-                stack.push((image.root(), 1));
-            }
-        }
-    }
-    while let Some((group, depth)) = stack.pop() {
-        let depth = depth + usize::from(group.should_isolate());
-        if depth > MAX_LAYER_DEPTH {
-            return Err(RenderError::TooComplex(format!(
-                "more than {MAX_LAYER_DEPTH} nested layers (opacity, filters, masks, clips)"
-            )));
-        }
-        if !group.filters().is_empty() {
-            filtered += 1;
-            if filtered > MAX_FILTERED_GROUPS {
-                return Err(RenderError::TooComplex(format!(
-                    "more than {MAX_FILTERED_GROUPS} filtered groups"
-                )));
-            }
-        }
-        for node in group.children() {
-            nodes += 1;
-            if nodes > MAX_TREE_NODES {
-                return Err(RenderError::TooComplex(format!(
-                    "more than {MAX_TREE_NODES} drawable nodes"
-                )));
-            }
-            match node {
-                usvg::Node::Group(child) => stack.push((child, depth)),
-                usvg::Node::Text(text) => stack.push((text.flattened(), depth)),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Draws `tree` scaled to fit `size` (aspect ratio kept, centred) on a transparent canvas.
-fn rasterize(tree: &usvg::Tree, size: Dimensions) -> Result<tiny_skia::Pixmap, RenderError> {
-    let (width, height) = (size.width(), size.height());
-    let mut pixmap =
-        tiny_skia::Pixmap::new(width, height).ok_or(RenderError::Allocation(width, height))?;
+/// The transform that draws `tree` scaled to fit `size`, aspect ratio kept, centred.
+fn fit(tree: &usvg::Tree, size: Dimensions) -> Result<tiny_skia::Transform, RenderError> {
     let own = tree.size();
     if !(own.width() > 0.0 && own.height() > 0.0) {
         return Err(RenderError::NoSize);
     }
     // Dimensions are at most 4096, exactly representable as f32.
     #[allow(clippy::cast_precision_loss)]
-    let (target_width, target_height) = (width as f32, height as f32);
-    let scale = (target_width / own.width()).min(target_height / own.height());
-    let transform = tiny_skia::Transform::from_row(
+    let (width, height) = (size.width() as f32, size.height() as f32);
+    let scale = (width / own.width()).min(height / own.height());
+    Ok(tiny_skia::Transform::from_row(
         scale,
         0.0,
         0.0,
         scale,
-        (target_width - own.width() * scale) / 2.0,
-        (target_height - own.height() * scale) / 2.0,
-    );
-    resvg::render(tree, transform, &mut pixmap.as_mut());
+        (width - own.width() * scale) / 2.0,
+        (height - own.height() * scale) / 2.0,
+    ))
+}
+
+/// Draws `tree` to fit `size` on a transparent canvas.
+fn rasterize(tree: &usvg::Tree, size: Dimensions) -> Result<tiny_skia::Pixmap, RenderError> {
+    let (width, height) = (size.width(), size.height());
+    let mut pixmap =
+        tiny_skia::Pixmap::new(width, height).ok_or(RenderError::Allocation(width, height))?;
+    resvg::render(tree, fit(tree, size)?, &mut pixmap.as_mut());
     Ok(pixmap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(svg: &str) -> Result<usvg::Tree, RenderError> {
+        Renderer::new().parse_untrusted(svg, Dimensions::new(800, 600).unwrap())
+    }
+
+    fn nested(open: &str, close: &str, depth: usize) -> String {
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">{}{}</svg>"#,
+            open.repeat(depth),
+            close.repeat(depth)
+        )
+    }
+
+    /// A PNG header claiming `width` × `height` pixels (what a decompression bomb looks like
+    /// to anything that reads only the header).
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend(width.to_be_bytes());
+        png.extend(height.to_be_bytes());
+        png.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        png
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_before_they_can_hurt() {
+        let laughs = r#"<!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><svg xmlns="http://www.w3.org/2000/svg"><text>&b;</text></svg>"#;
+        let mut patterns = String::from(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><defs>"#,
+        );
+        for i in 0..400 {
+            patterns.push_str(&format!(
+                r#"<pattern id="p{i}" width="1" height="1"><rect width="1" height="1" fill="url(#p{})"/></pattern>"#,
+                i + 1
+            ));
+        }
+        patterns.push_str(r#"</defs><rect width="10" height="10" fill="url(#p0)"/></svg>"#);
+        let cases: Vec<(String, &str)> = vec![
+            (laughs.to_owned(), "DTD"),
+            (nested("<svg>", "</svg>", 1000), "nested more than 128"),
+            (nested("<g>", "</g>", 200), "nested more than 128"),
+            (nested(r#"<text><tspan>"#, "</tspan></text>", 90), "nested more than 128"),
+            (patterns, "more than 64"),
+            (nested(r#"<g opacity="0.5">"#, "</g>", 40), "nested layers"),
+            (
+                r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><circle r="1e10"/></svg>"#.into(),
+                "beyond",
+            ),
+            (
+                format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><text>{}</text></svg>"#, "x".repeat(5000)),
+                "characters",
+            ),
+            (
+                format!(
+                    r#"<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><path stroke="black" d="M0 0{}"/></svg>"#,
+                    " L100 100 L0 0".repeat(20_000)
+                ),
+                "outline length",
+            ),
+            ("<svg xmlns='http://www.w3.org/2000/svg'><g></svg>".into(), "not valid"),
+        ];
+        for (svg, expected) in cases {
+            let error = parse(&svg).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "expected `{expected}` in `{error}`"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_images_are_accepted_only_when_small_png_or_jpeg() {
+        assert!(
+            embedded_image(Arc::new(png_header(50_000, 50_000))).is_none(),
+            "bomb"
+        );
+        assert!(
+            embedded_image(Arc::new(png_header(0, 10))).is_none(),
+            "empty"
+        );
+        assert!(
+            embedded_image(Arc::new(b"GIF89a\x01\0\x01\0".to_vec())).is_none(),
+            "gif"
+        );
+        assert!(
+            embedded_image(Arc::new(b"<svg/>".to_vec())).is_none(),
+            "nested svg"
+        );
+        assert!(embedded_image(Arc::new(png_header(100, 100))).is_some());
+    }
+
+    #[test]
+    fn text_in_any_font_family_draws_with_the_bundled_font() {
+        let renderer = Renderer::new();
+        let size = Dimensions::new(200, 60).unwrap();
+        for family in ["Comic Sans MS", "monospace", "serif", "dejavu sans"] {
+            let svg = format!(
+                r#"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="60"><text x="5" y="40" font-size="30" font-family="{family}">Hello</text></svg>"#
+            );
+            let tree = renderer.parse_untrusted(&svg, size).unwrap();
+            let pixmap = rasterize(&tree, size).unwrap();
+            let inked = pixmap.pixels().iter().filter(|p| p.alpha() > 0).count();
+            assert!(inked > 300, "{family}: {inked} pixels");
+        }
+    }
+
+    #[test]
+    fn a_chart_runs_through_every_stage_to_png_bytes() {
+        let spec = RenderSpec::from_json(serde_json::json!({
+            "kind": "chart", "width": 320, "height": 200,
+            "chart": {"type": "line", "series": [{"name": "a", "points": [[0, 1], [1, 3]]}]}
+        }))
+        .unwrap();
+        let renderer = Renderer::new();
+        let mut work = Work::Spec(spec.clone());
+        for stage in spec.stages().iter().filter(|s| **s != Stage::Uploading) {
+            work = renderer.advance(*stage, work).unwrap();
+        }
+        let Work::Output(png) = work else {
+            panic!("PNG bytes at the end")
+        };
+        let decoded = tiny_skia::Pixmap::decode_png(&png).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (320, 200));
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod jobs;
 pub mod redis_server;
 
 use std::{
@@ -30,6 +31,8 @@ pub struct TestSidecar {
     pub addr: SocketAddr,
     pub redis: std::sync::Arc<RedisServer>,
     pub artifact_dir: PathBuf,
+    /// The Redis key prefix it uses (give it to another sidecar to share its jobs).
+    pub key_prefix: String,
     shutdown: CancellationToken,
 }
 
@@ -89,6 +92,7 @@ pub async fn spawn_sidecar_on(
     let mut config = test_config(&redis, &artifact_dir);
     configure(&mut config);
     let artifact_dir = config.artifact_dir.clone();
+    let key_prefix = config.redis_key_prefix.clone();
     let shutdown = CancellationToken::new();
     let app = App::build(config, shutdown.clone())
         .await
@@ -99,6 +103,7 @@ pub async fn spawn_sidecar_on(
         addr,
         redis,
         artifact_dir,
+        key_prefix,
         shutdown,
     }
 }

@@ -1,0 +1,100 @@
+//! Driving render jobs through an MCP client, as an agent would.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{McpClient, call, structured_ok, tool_error_message};
+
+/// A small bar chart spec.
+pub fn chart_spec(width: u32, height: u32, format: &str) -> Value {
+    json!({
+        "kind": "chart", "width": width, "height": height, "format": format,
+        "chart": {
+            "type": "bar", "title": "Quarterly revenue", "x_label": "quarter", "y_label": "EUR k",
+            "series": [
+                {"name": "2025", "points": [[1, 120], [2, 135], [3, 150], [4, 160]]},
+                {"name": "2026", "points": [[1, 130], [2, 149], [3, 171], [4, 190]]}
+            ]
+        }
+    })
+}
+
+/// Starts a render and returns its job id.
+pub async fn start(client: &McpClient, spec: Value) -> String {
+    let started = structured_ok(&call(client, "start_render", json!({ "spec": spec })).await);
+    assert_eq!(started["state"], "queued", "{started}");
+    started["job_id"].as_str().expect("job_id").to_owned()
+}
+
+pub async fn status(client: &McpClient, job_id: &str) -> Value {
+    structured_ok(&call(client, "get_render_status", json!({ "job_id": job_id })).await)
+}
+
+/// Polls the status until the job is terminal; returns the final status and every distinct
+/// status message seen on the way.
+pub async fn wait_terminal(
+    client: &McpClient,
+    job_id: &str,
+    limit: Duration,
+) -> (Value, Vec<String>) {
+    let deadline = Instant::now() + limit;
+    let mut messages: Vec<String> = vec![];
+    loop {
+        let status = status(client, job_id).await;
+        let message = status["message"].as_str().unwrap_or_default().to_owned();
+        if messages.last() != Some(&message) {
+            messages.push(message);
+        }
+        if status["state"] == "succeeded" || status["state"] == "failed" {
+            return (status, messages);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job_id} still {status} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn result(client: &McpClient, job_id: &str) -> Value {
+    structured_ok(&call(client, "get_render_result", json!({ "job_id": job_id })).await)
+}
+
+/// Downloads a result's URL and checks size and digest against what the result claims.
+pub async fn download(result: &Value) -> Vec<u8> {
+    let url = result["url"].as_str().expect("a url when ready");
+    let response = reqwest::get(url).await.expect("download");
+    assert_eq!(response.status(), 200, "GET {url}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, result["content_type"].as_str().unwrap());
+    let bytes = response.bytes().await.expect("body").to_vec();
+    assert_eq!(bytes.len() as u64, result["bytes"].as_u64().unwrap());
+    let digest = mcp_sidecar::jobs::store::hex(&sha2_digest(&bytes));
+    assert_eq!(digest, result["sha256"].as_str().unwrap());
+    bytes
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Decodes PNG bytes into pixels (panics if they are not a PNG).
+pub fn decode_png(bytes: &[u8]) -> resvg::tiny_skia::Pixmap {
+    resvg::tiny_skia::Pixmap::decode_png(bytes).expect("the bytes decode as a PNG")
+}
+
+/// Asserts `start_render` refuses `spec` with a message containing `expected`.
+pub async fn assert_refused(client: &McpClient, spec: Value, expected: &str) {
+    let message = tool_error_message(&call(client, "start_render", json!({ "spec": spec })).await);
+    assert!(
+        message.contains(expected),
+        "expected `{expected}` in `{message}`"
+    );
+}
