@@ -134,8 +134,7 @@ impl Budget {
             ("image pixels", self.image, MAX_IMAGE_PIXELS),
         ];
         for (name, value, limit) in limits {
-            // `!(value <= limit)` also refuses NaN.
-            if !(value <= limit) {
+            if value.is_nan() || value > limit {
                 return Err(too_complex(format!(
                     "{name} of {value:.2e} device pixels is over the limit of {limit:.1e}"
                 )));
@@ -270,7 +269,7 @@ fn check_path(
                 * f64::from(tile_x)
                 * f64::from(pattern.rect().height())
                 * f64::from(tile_y);
-            if !(tile <= largest_tile) {
+            if tile.is_nan() || tile > largest_tile {
                 return Err(too_complex(format!(
                     "a pattern tile of {tile:.0} pixels; at most 4 × the image"
                 )));
