@@ -123,10 +123,16 @@ impl GcsStore {
             Ok(_) => Ok(Placed::Created),
             // Precondition failed: the object exists, written by an earlier attempt of this job.
             Err(error) if error.http_status_code() == Some(412) => Ok(Placed::AlreadyExisted),
-            Err(error) => Err(ArtifactError::Retryable(format!(
-                "uploading gs://{}/{name} failed: {error}",
-                self.bucket
-            ))),
+            Err(error) => {
+                let status = error
+                    .http_status_code()
+                    .map(|code| format!(" (HTTP {code})"))
+                    .unwrap_or_default();
+                Err(ArtifactError::Retryable(format!(
+                    "uploading gs://{}/{name} failed{status}: {error}",
+                    self.bucket
+                )))
+            }
         }
     }
 

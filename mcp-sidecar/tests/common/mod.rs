@@ -215,11 +215,30 @@ pub struct SidecarProcess {
     pub addr: SocketAddr,
     child: Child,
     pub redis: Option<std::sync::Arc<RedisServer>>,
+    /// Every JSON log line it has written so far.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl SidecarProcess {
     pub fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// Log lines whose message is `message`.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["message"] == message)
+            .cloned()
+            .collect()
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -272,16 +291,20 @@ pub fn start_sidecar_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -
         .expect("mcp-sidecar starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let (sender, receiver) = std::sync::mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = logs.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent
-                && let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "listening"
-                && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
-            {
-                let _ = sender.send(addr);
-                sent = true;
+            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                if !sent
+                    && entry["message"] == "listening"
+                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
+                {
+                    let _ = sender.send(addr);
+                    sent = true;
+                }
+                collected.lock().unwrap().push(entry);
             }
             // Keep draining so the child never blocks on a full pipe; show it for debugging.
             println!("[sidecar] {line}");
@@ -294,6 +317,7 @@ pub fn start_sidecar_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -
         addr,
         child,
         redis: None,
+        logs,
     }
 }
 
