@@ -71,6 +71,30 @@ fn python_sdk_client_lists_and_calls_every_tool_in_both_session_modes() {
 }
 
 #[test]
+fn python_sdk_client_runs_the_whole_render_job_flow() {
+    let python = installed_tool("venv/bin/python");
+    for session_mode in ["stateless", "stateful"] {
+        let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
+        let output = Command::new(&python)
+            .arg(peer_script("python_sdk_render_flow.py"))
+            .arg(sidecar.mcp_url())
+            .output()
+            .expect("python runs");
+        assert!(
+            output.status.success(),
+            "{session_mode}: {}",
+            describe(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+            .unwrap_or_else(|_| panic!("a JSON summary line: {}", describe(&output)));
+        println!("{session_mode}: {seen}");
+        assert_eq!(seen["checks"], "passed");
+        assert_eq!(seen["png"], serde_json::json!([720, 360]));
+    }
+}
+
+#[test]
 fn mcp_inspector_cli_lists_tools_and_calls_add() {
     let inspector = installed_tool("node/node_modules/.bin/mcp-inspector");
     let sidecar = start_sidecar_process(&[]);
