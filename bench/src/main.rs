@@ -1,0 +1,53 @@
+//! Benchmarks against real processes on this machine. Build first:
+//! `cargo build --release --workspace`, then `target/release/bench <what>`.
+
+mod jobs;
+mod processes;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of the sidecar and the agent (release binaries, real Redis, loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about)]
+struct Options {
+    /// Where raw results (JSON) are written.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
+    Jobs {
+        /// Jobs measured one at a time for latency.
+        #[arg(long, default_value_t = 200)]
+        latency_jobs: usize,
+        /// Jobs submitted at once for throughput.
+        #[arg(long, default_value_t = 1000)]
+        throughput_jobs: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    std::fs::create_dir_all(&options.out).context("creating the results directory")?;
+    match options.what {
+        What::Jobs {
+            latency_jobs,
+            throughput_jobs,
+        } => {
+            let report = jobs::run(latency_jobs, throughput_jobs).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(options.out.join("jobs.json"), &json)?;
+            println!("{json}");
+        }
+    }
+    Ok(())
+}
