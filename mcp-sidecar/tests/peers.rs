@@ -36,60 +36,50 @@ fn describe(output: &Output) -> String {
     )
 }
 
+/// Runs a Python peer script with `args`; asserts it succeeded and returns its JSON summary.
+fn run_python_peer(script: &str, args: &[&str], label: &str) -> Value {
+    let output = Command::new(installed_tool("venv/bin/python"))
+        .arg(peer_script(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{label}: {}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("{label}: a JSON summary line: {}", describe(&output)));
+    println!("{label}: {seen}");
+    assert_eq!(seen["checks"], "passed", "{label}");
+    seen
+}
+
 #[test]
 fn python_sdk_client_lists_and_calls_every_tool_in_both_session_modes() {
-    let python = installed_tool("venv/bin/python");
     for session_mode in ["stateless", "stateful"] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
         // `auto` is the SDK's default (2026-07-28 discovery); `legacy` is the initialize
         // handshake, which gets a real Mcp-Session-Id session from a stateful sidecar.
-        for client_mode in ["auto", "legacy"] {
-            let output = Command::new(&python)
-                .arg(peer_script("python_sdk_client.py"))
-                .args([&sidecar.mcp_url(), client_mode])
-                .output()
-                .expect("python runs");
-            assert!(
-                output.status.success(),
-                "{session_mode}/{client_mode}: {}",
-                describe(&output)
+        for (client_mode, protocol) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+            let label = format!("{session_mode}/{client_mode}");
+            let seen = run_python_peer(
+                "python_sdk_client.py",
+                &[&sidecar.mcp_url(), client_mode],
+                &label,
             );
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-                .unwrap_or_else(|_| panic!("a JSON summary line: {}", describe(&output)));
-            println!("{session_mode}/{client_mode}: {seen}");
-            assert_eq!(seen["checks"], "passed");
             assert_eq!(seen["add(2,3)"], 5);
-            let expected_protocol = if client_mode == "auto" {
-                "2026-07-28"
-            } else {
-                "2025-11-25"
-            };
-            assert_eq!(seen["protocol"], expected_protocol);
+            assert_eq!(seen["protocol"], protocol);
         }
     }
 }
 
 #[test]
 fn python_sdk_client_runs_the_whole_render_job_flow() {
-    let python = installed_tool("venv/bin/python");
     for session_mode in ["stateless", "stateful"] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
-        let output = Command::new(&python)
-            .arg(peer_script("python_sdk_render_flow.py"))
-            .arg(sidecar.mcp_url())
-            .output()
-            .expect("python runs");
-        assert!(
-            output.status.success(),
-            "{session_mode}: {}",
-            describe(&output)
+        let seen = run_python_peer(
+            "python_sdk_render_flow.py",
+            &[&sidecar.mcp_url()],
+            session_mode,
         );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-            .unwrap_or_else(|_| panic!("a JSON summary line: {}", describe(&output)));
-        println!("{session_mode}: {seen}");
-        assert_eq!(seen["checks"], "passed");
         assert_eq!(seen["png"], serde_json::json!([720, 360]));
     }
 }

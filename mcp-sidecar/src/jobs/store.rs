@@ -293,10 +293,7 @@ impl JobStore {
             .arg(self.ttl_ms())
             .arg(RECENT_CAP)
             .arg(trace_context);
-        let mut connection = self.connection.clone();
-        let (outcome, job): (String, String) = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
+        let (outcome, job): (String, String) = self.invoke(invocation).await?;
         match outcome.as_str() {
             "created" => Ok((id, true)),
             "existing" => Ok((parse_stored_id(&job)?, false)),
@@ -393,10 +390,7 @@ impl JobStore {
             .arg(now_ms())
             .arg(self.ttl_ms())
             .arg(GROUP);
-        let mut connection = self.connection.clone();
-        let outcome: String = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
+        let outcome: String = self.invoke(invocation).await?;
         if outcome == "missing" {
             return Err(StoreError::NotFound(id.clone()));
         }
@@ -524,12 +518,8 @@ impl JobStore {
         );
         let mut invocation = script.prepare_invoke();
         invocation.key(self.queue_key()).arg(GROUP).arg(worker);
-        let mut connection = self.connection.clone();
-        self.bounded(async move {
-            let _: i64 = invocation.invoke_async(&mut connection).await?;
-            Ok(())
-        })
-        .await
+        let _: i64 = self.invoke(invocation).await?;
+        Ok(())
     }
 
     /// Waits up to `block` for a new entry.
@@ -583,10 +573,7 @@ impl JobStore {
             .arg(now_ms())
             .arg(self.settings.max_attempts)
             .arg(self.ttl_ms());
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
+        let reply: Vec<String> = self.invoke(invocation).await?;
         match reply.as_slice() {
             [outcome, attempt, spec, trace] if outcome == "run" => Ok(Delivery::Run(ClaimedJob {
                 id,
@@ -628,10 +615,7 @@ impl JobStore {
             .arg(GROUP)
             .arg(worker)
             .arg(&job.entry);
-        let mut connection = self.connection.clone();
-        let outcome: String = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
+        let outcome: String = self.invoke(invocation).await?;
         Ok(match outcome.as_str() {
             "running" => Ownership::Owned,
             "failed" => Ownership::Cancelled,
@@ -646,27 +630,24 @@ impl JobStore {
         message: &str,
         artifact: &ArtifactRecord,
     ) -> Result<Recorded, StoreError> {
-        let mut invocation = self.scripts.finish.prepare_invoke();
-        invocation
-            .key(self.job_key(&job.id))
-            .key(self.queue_key())
-            .arg(job.attempt)
-            .arg(&job.entry)
-            .arg(GROUP)
-            .arg(now_ms())
-            .arg(self.ttl_ms())
-            .arg("succeeded")
-            .arg(message)
-            .arg("")
-            .arg(&artifact.key)
-            .arg(&artifact.content_type)
-            .arg(artifact.bytes)
-            .arg(&artifact.sha256);
-        self.record(invocation).await
+        self.finish(job, "succeeded", message, "", Some(artifact))
+            .await
     }
 
     /// Records failure, if the attempt still owns the job.
     pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Recorded, StoreError> {
+        self.finish(job, "failed", &format!("failed: {error}"), error, None)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        job: &ClaimedJob,
+        outcome: &str,
+        message: &str,
+        error: &str,
+        artifact: Option<&ArtifactRecord>,
+    ) -> Result<Recorded, StoreError> {
         let mut invocation = self.scripts.finish.prepare_invoke();
         invocation
             .key(self.job_key(&job.id))
@@ -676,25 +657,31 @@ impl JobStore {
             .arg(GROUP)
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg("failed")
-            .arg(format!("failed: {error}"))
+            .arg(outcome)
+            .arg(message)
             .arg(error);
-        self.record(invocation).await
-    }
-
-    async fn record(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<Recorded, StoreError> {
-        let mut connection = self.connection.clone();
-        let outcome: String = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
-        Ok(match outcome.as_str() {
+        if let Some(artifact) = artifact {
+            invocation
+                .arg(&artifact.key)
+                .arg(&artifact.content_type)
+                .arg(artifact.bytes)
+                .arg(&artifact.sha256);
+        }
+        Ok(match self.invoke::<String>(invocation).await?.as_str() {
             "done" => Recorded::Done,
             "failed" => Recorded::Rejected { cancelled: true },
             _ => Recorded::Rejected { cancelled: false },
         })
+    }
+
+    /// Runs a prepared script on the shared connection, bounded like every tool-facing call.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        self.bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+            .await
     }
 
     /// Hands a running job back to the queue (the worker is stopping).
@@ -708,10 +695,7 @@ impl JobStore {
             .arg(GROUP)
             .arg(now_ms())
             .arg(job.id.as_str());
-        let mut connection = self.connection.clone();
-        let outcome: String = self
-            .bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
-            .await?;
+        let outcome: String = self.invoke(invocation).await?;
         Ok(outcome == "requeued")
     }
 }
