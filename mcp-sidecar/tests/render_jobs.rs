@@ -15,7 +15,7 @@ use std::{
 
 use common::{
     call, jobs::*, mcp_client, redis_server::RedisServer, spawn_sidecar, spawn_sidecar_on,
-    structured_ok, tool_error_message,
+    structured_ok, tool_error_code, tool_error_message,
 };
 use serde_json::json;
 
@@ -165,6 +165,8 @@ async fn invalid_specs_are_refused_with_clear_errors_and_create_no_job() {
     for (spec, expected) in cases {
         assert_refused(&client, spec, expected).await;
     }
+    let refused = call(&client, "start_render", json!({"spec": {"kind": "pie"}})).await;
+    assert_eq!(tool_error_code(&refused), "invalid_arguments");
     let bad_key = tool_error_message(
         &call(
             &client,
@@ -378,8 +380,9 @@ async fn an_idempotency_key_gives_back_the_same_job() {
     assert_eq!(first["job_id"], second["job_id"]);
     let other_spec =
         json!({"spec": chart_spec(300, 100, "png"), "idempotency_key": "report-2026-11"});
-    let conflict = tool_error_message(&call(&client, "start_render", other_spec).await);
-    assert!(conflict.contains("different spec"), "{conflict}");
+    let conflict = call(&client, "start_render", other_spec).await;
+    assert!(tool_error_message(&conflict).contains("different spec"));
+    assert_eq!(tool_error_code(&conflict), "conflict");
     let listed = structured_ok(&call(&client, "list_renders", json!({})).await);
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
     client.cancel().await.unwrap();

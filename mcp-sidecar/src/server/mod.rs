@@ -242,7 +242,7 @@ fn answer<Input, Output, Error>(
 where
     Input: DeserializeOwned,
     Output: Serialize,
-    Error: Display,
+    Error: ToolFailure,
 {
     match parse_arguments(arguments) {
         Ok(input) => outcome(run(input)),
@@ -258,7 +258,7 @@ async fn answer_async<Input, Output, Error, Run>(
 where
     Input: DeserializeOwned,
     Output: Serialize,
-    Error: Display,
+    Error: ToolFailure,
     Run: Future<Output = Result<Output, Error>>,
 {
     match parse_arguments(arguments) {
@@ -270,21 +270,63 @@ where
 fn parse_arguments<Input: DeserializeOwned>(
     arguments: JsonObject,
 ) -> Result<Input, CallToolResult> {
-    serde_json::from_value::<Input>(Value::Object(arguments))
-        .map_err(|error| tool_error(format!("invalid arguments: {error}")))
+    serde_json::from_value::<Input>(Value::Object(arguments)).map_err(|error| {
+        tool_error(
+            Failure::InvalidArguments,
+            format!("invalid arguments: {error}"),
+        )
+    })
 }
 
-fn outcome<Output: Serialize, Error: Display>(result: Result<Output, Error>) -> CallToolResult {
+fn outcome<Output: Serialize, Error: ToolFailure>(result: Result<Output, Error>) -> CallToolResult {
     match result {
         Ok(output) => match serde_json::to_value(output) {
             Ok(value) => CallToolResult::structured(value),
-            Err(error) => tool_error(format!("the result could not be encoded: {error}")),
+            Err(error) => tool_error(
+                Failure::Internal,
+                format!("the result could not be encoded: {error}"),
+            ),
         },
-        Err(error) => tool_error(error),
+        Err(error) => tool_error(error.failure(), error),
     }
 }
 
-/// A failed tool call as the model should see it: `isError: true` and `{"error": message}`.
-pub fn tool_error(message: impl Display) -> CallToolResult {
-    CallToolResult::structured_error(json!({ "error": message.to_string() }))
+/// What kind of failure a tool result reports, in its `code` field, so programs (the agent's
+/// REST API among them) can react without parsing the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The arguments cannot work: fix them and call again.
+    InvalidArguments,
+    /// The named thing (a job) does not exist.
+    NotFound,
+    /// The request contradicts an earlier one (an idempotency key reused for another spec).
+    Conflict,
+    /// A dependency (Redis) is away: try again shortly.
+    Unavailable,
+    /// Something went wrong inside the server.
+    Internal,
+}
+
+/// A tool's error type says which [`Failure`] it is.
+pub trait ToolFailure: Display {
+    fn failure(&self) -> Failure;
+}
+
+impl ToolFailure for arithmetic::ArithmeticError {
+    fn failure(&self) -> Failure {
+        Failure::InvalidArguments
+    }
+}
+
+impl ToolFailure for echo::EmptyText {
+    fn failure(&self) -> Failure {
+        Failure::InvalidArguments
+    }
+}
+
+/// A failed tool call as the model should see it: `isError: true` and
+/// `{"error": message, "code": failure}`.
+pub fn tool_error(failure: Failure, message: impl Display) -> CallToolResult {
+    CallToolResult::structured_error(json!({ "error": message.to_string(), "code": failure }))
 }

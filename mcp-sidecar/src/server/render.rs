@@ -94,6 +94,19 @@ pub enum RenderToolError {
     Url(String),
 }
 
+impl super::ToolFailure for RenderToolError {
+    fn failure(&self) -> super::Failure {
+        use super::Failure;
+        match self {
+            Self::Spec(_) | Self::JobId(_) | Self::Argument(_) => Failure::InvalidArguments,
+            Self::Store(StoreError::NotFound(_)) => Failure::NotFound,
+            Self::Store(StoreError::IdempotencyConflict(_)) => Failure::Conflict,
+            Self::Store(StoreError::Unavailable(_)) => Failure::Unavailable,
+            Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => Failure::Internal,
+        }
+    }
+}
+
 fn rfc3339(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }

@@ -170,6 +170,15 @@ pub fn tool_error_message(result: &CallToolResult) -> String {
         .to_owned()
 }
 
+/// Asserts a tool-level error and returns its machine-readable `code`.
+pub fn tool_error_code(result: &CallToolResult) -> String {
+    tool_error_message(result);
+    result.structured_content.as_ref().unwrap()["code"]
+        .as_str()
+        .expect("code is a string")
+        .to_owned()
+}
+
 fn text_json(result: &CallToolResult) -> Value {
     let text = result
         .content
