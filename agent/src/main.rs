@@ -1,18 +1,17 @@
-//! The agent container. For now a placeholder that proves the workspace builds both binaries;
-//! its REST API, MCP client and web page arrive in their own issue.
-
+use agent::{App, config::Config};
+use anyhow::Context;
 use clap::Parser;
 
-/// The agent: REST + SSE API, web page and MCP client in front of the mcp-sidecar.
-#[derive(Debug, Parser)]
-#[command(name = "agent", version, about)]
-struct Config {
-    #[command(flatten)]
-    log: service_core::telemetry::LogConfig,
-}
-
-fn main() {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _ = config.log;
-    println!("agent: not built yet (see the agent issue); use mcp-sidecar");
+    service_core::telemetry::init(&config.log);
+    let shutdown =
+        service_core::shutdown::cancel_on_signal().context("installing signal handlers")?;
+    let app = App::build(config, shutdown)
+        .await
+        .context("starting the agent")?;
+    app.run_until_stopped().await.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -27,7 +27,7 @@ use axum::{
     response::IntoResponse,
     routing::post,
 };
-use common::{installed_tool, jobs::*, mcp_client, start_sidecar_process, temp_dir};
+use common::{jobs::*, mcp_client, start_sidecar_process, temp_dir};
 use mcp_sidecar::{
     artifacts::{
         ArtifactError, Placed,
@@ -39,6 +39,7 @@ use mcp_sidecar::{
 use rsa::{pkcs1v15, pkcs8::DecodePublicKey, signature::Verifier};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use test_support::installed_tool;
 
 const BUCKET: &str = "renders-test";
 

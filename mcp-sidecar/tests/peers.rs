@@ -9,8 +9,9 @@ use std::{
     process::{Command, Output},
 };
 
-use common::{installed_tool, start_sidecar_process, workspace_root};
+use common::start_sidecar_process;
 use serde_json::Value;
+use test_support::{installed_tool, workspace_root};
 
 fn peer_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

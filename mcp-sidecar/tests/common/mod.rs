@@ -4,15 +4,10 @@
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
 pub mod jobs;
-pub mod redis_server;
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+pub use test_support::{redis_server, temp_dir};
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use mcp_sidecar::{App, config::Config};
 use redis_server::RedisServer;
@@ -55,13 +50,6 @@ impl Drop for TestSidecar {
 
 /// The signing key every test sidecar uses, so sidecars sharing a directory agree.
 pub const TEST_SIGNING_KEY: &str = "test-signing-key-0123456789";
-
-/// A directory under the system temp dir, unique to this call.
-pub fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Test defaults on top of the sidecar's own: its Redis, a fresh artifact directory, a known
 /// signing key, two workers and a short lease.
@@ -210,22 +198,12 @@ pub fn mcp_post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder 
 
 // ---- the real binary ---------------------------------------------------------------------
 
-/// The workspace root (where `.tools/` lives).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("crate sits in the workspace")
-        .to_path_buf()
-}
-
 /// The real `mcp-sidecar` binary running as its own process; killed when dropped (with the
-/// redis-server and artifact directory it was given, if they are its own).
+/// redis-server it was given, if it is its own).
 pub struct SidecarProcess {
+    pub process: test_support::process::ServiceProcess,
     pub addr: SocketAddr,
-    child: Child,
     pub redis: Option<std::sync::Arc<RedisServer>>,
-    /// Every JSON log line it has written so far.
-    pub logs: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl SidecarProcess {
@@ -235,36 +213,17 @@ impl SidecarProcess {
 
     /// Log lines whose message is `message`.
     pub fn logged(&self, message: &str) -> Vec<Value> {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|entry| entry["message"] == message)
-            .cloned()
-            .collect()
+        self.process.logged(message)
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        self.child.wait().expect("sidecar exits")
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
 }
 
@@ -287,56 +246,20 @@ pub fn start_sidecar_process(env: &[(&str, &str)]) -> SidecarProcess {
 /// Starts the binary on 127.0.0.1:0 with `base` then `env` (later values win), and waits for
 /// its "listening" log line.
 pub fn start_sidecar_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -> SidecarProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sidecar"))
-        .env("MCP_LISTEN_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "json")
-        .env("ARTIFACT_SIGNING_KEY", TEST_SIGNING_KEY)
-        .env("RENDER_WORKERS", "2")
-        .envs(base.iter().copied())
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("mcp-sidecar starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let collected = logs.clone();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                if !sent
-                    && entry["message"] == "listening"
-                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
-                {
-                    let _ = sender.send(addr);
-                    sent = true;
-                }
-                collected.lock().unwrap().push(entry);
-            }
-            // Keep draining so the child never blocks on a full pipe; show it for debugging.
-            println!("[sidecar] {line}");
-        }
-    });
-    let addr: SocketAddr = receiver
-        .recv_timeout(Duration::from_secs(20))
-        .expect("sidecar logs its listening address");
-    SidecarProcess {
-        addr,
-        child,
-        redis: None,
-        logs,
-    }
-}
-
-/// Path to a tool installed by `scripts/install-test-tools`, with a clear failure if missing.
-pub fn installed_tool(relative: &str) -> PathBuf {
-    let path = workspace_root().join(".tools").join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-test-tools (the test command does this)",
-        path.display()
+    let mut all = vec![
+        ("MCP_LISTEN_ADDR", "127.0.0.1:0"),
+        ("ARTIFACT_SIGNING_KEY", TEST_SIGNING_KEY),
+        ("RENDER_WORKERS", "2"),
+    ];
+    all.extend_from_slice(base);
+    all.extend_from_slice(env);
+    let process = test_support::process::ServiceProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_mcp-sidecar")),
+        &all,
     );
-    path
+    SidecarProcess {
+        addr: process.addr,
+        process,
+        redis: None,
+    }
 }

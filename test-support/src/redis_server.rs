@@ -1,7 +1,6 @@
 //! A real `redis-server` on a free loopback port, in its own temporary directory.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,13 +13,6 @@ pub struct RedisServer {
     appendonly: bool,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
 impl RedisServer {
     /// Starts redis-server without persistence.
     pub fn start() -> Self {
@@ -30,10 +22,9 @@ impl RedisServer {
     /// Starts redis-server; with `appendonly`, every write is fsynced to an AOF so a restart
     /// keeps acknowledged data.
     pub fn start_with(appendonly: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("redis-test-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = crate::temp_dir("redis-test");
         let mut server = Self {
-            port: free_port(),
+            port: crate::free_port(),
             dir,
             child: None,
             appendonly,
@@ -115,12 +106,4 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
 }

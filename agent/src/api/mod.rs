@@ -1,0 +1,229 @@
+//! The agent's HTTP surface: REST + SSE under `/v1`, the web page, the `/files` proxy and the
+//! probes. `router(state)` does no I/O, so tests can drive it in-process.
+//!
+//! Errors are JSON `{"error": "<clear message>", "code"?: "<kind>"}` with the status that says
+//! what happened: 400 bad request body, 404 unknown tool or job, 409 conflict, 422 arguments
+//! the tool refused, 503 the sidecar (or another MCP server) is unavailable, 504 it did not
+//! answer in time, 502 it answered something unusable. 4xx are the caller's to fix and are not
+//! logged as errors; 5xx are logged once.
+
+mod chat;
+mod files;
+mod renders;
+mod tools;
+mod web;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Request, State, rejection::BytesRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use rmcp::model::CallToolResult;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::{
+    llm::ChatModel,
+    mcp::{HubError, McpHub, upstream::UpstreamError},
+};
+
+/// What every handler shares.
+pub struct AppState {
+    pub hub: Arc<McpHub>,
+    pub http: reqwest::Client,
+    /// `http://host:port` of the sidecar, for the `/files` proxy.
+    pub sidecar_origin: String,
+    pub model: ChatModel,
+    pub llm_max_turns: u32,
+    pub render_poll_interval: Duration,
+    pub sse_heartbeat: Duration,
+    pub sse_max_duration: Duration,
+}
+
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(web::index))
+        .route("/assets/{file}", get(web::asset))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/tools", get(tools::list))
+        .route("/v1/tools/{name}", post(tools::call))
+        .route("/v1/renders", post(renders::start))
+        .route("/v1/renders/{id}", get(renders::status))
+        .route("/v1/renders/{id}/events", get(renders::events))
+        .route("/v1/chat", post(chat::chat))
+        .route("/files/{job_id}", get(files::proxy))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /v1/tools, /v1/renders, /v1/chat",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+/// 200 once the sidecar is connected; the other servers are reported but do not gate it.
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let mut servers = serde_json::Map::new();
+    for upstream in state.hub.upstreams() {
+        let status = if upstream.is_connected().await {
+            "connected".to_owned()
+        } else {
+            upstream
+                .last_error()
+                .await
+                .unwrap_or_else(|| "connecting".to_owned())
+        };
+        servers.insert(upstream.name.clone(), status.into());
+    }
+    let ready = state.hub.sidecar().is_connected().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ok": ready, "servers": servers })))
+}
+
+/// An error answer: status, message, and an optional machine-readable code and details.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    code: Option<String>,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            code: None,
+            details: None,
+        }
+    }
+
+    fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The error for a tool result with `isError: true`: the status follows the result's
+    /// `code` when it has one (the sidecar's do), else 422.
+    pub fn from_tool_failure(result: &CallToolResult) -> Self {
+        let structured = result.structured_content.clone().unwrap_or_default();
+        let message = structured["error"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| {
+                result
+                    .content
+                    .iter()
+                    .find_map(|content| content.as_text().map(|text| text.text.clone()))
+            })
+            .unwrap_or_else(|| "the tool reported an error".to_owned());
+        let code = structured["code"].as_str().map(str::to_owned);
+        let status = match code.as_deref() {
+            Some("not_found") => StatusCode::NOT_FOUND,
+            Some("conflict") => StatusCode::CONFLICT,
+            Some("unavailable") => StatusCode::SERVICE_UNAVAILABLE,
+            Some("internal") => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        let mut error = Self::new(status, message);
+        if let Some(code) = code {
+            error = error.with_code(code);
+        }
+        error.with_details(serde_json::to_value(result).unwrap_or_default())
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        let status = match &error {
+            UpstreamError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // Invalid params: the arguments did not fit the tool's schema.
+            UpstreamError::Refused { code: -32602, .. } => StatusCode::BAD_REQUEST,
+            UpstreamError::Refused { .. } => StatusCode::BAD_GATEWAY,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(error: HubError) -> Self {
+        match error {
+            HubError::UnknownTool(_) => Self::new(StatusCode::NOT_FOUND, error.to_string()),
+            HubError::Upstream(error) => error.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        let mut body = json!({ "error": self.message });
+        if let Some(code) = self.code {
+            body["code"] = code.into();
+        }
+        if let Some(details) = self.details {
+            body["details"] = details;
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A JSON request body whose problems come back as [`ApiError`]s (JSON, with a clear message)
+/// rather than axum's plain-text rejections. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = bytes::Bytes::from_request(request, state).await.map_err(
+            |rejection: BytesRejection| {
+                ApiError::new(
+                    rejection.status(),
+                    format!("cannot read the request body: {}", rejection.body_text()),
+                )
+            },
+        )?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|error| {
+                ApiError::bad_request(format!("the request body is not valid: {error}"))
+            })
+    }
+}

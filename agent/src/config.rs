@@ -1,0 +1,133 @@
+//! The agent's typed configuration: every setting is a flag with an environment fallback,
+//! and its doc comment is its `--help` text.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+pub use service_core::config::{Secret, parse_duration};
+use service_core::telemetry::LogConfig;
+
+/// The agent: REST + SSE API, web page and LLM tool loop in front of the mcp-sidecar and any
+/// other MCP servers. Serves on 0.0.0.0:$PORT; /healthz is liveness, /readyz is 200 once the
+/// sidecar answers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "agent", version, about, long_about = None)]
+pub struct Config {
+    /// Port to listen on, on all interfaces (Cloud Run sets PORT). 0 picks a free port.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to bind, with PORT. Default: all interfaces, as Cloud Run needs.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind_addr: std::net::IpAddr,
+
+    /// The sidecar's MCP endpoint (Streamable HTTP, no auth: it is only reachable inside the
+    /// instance). Its /files/* is proxied, so the agent's one port serves everything.
+    #[arg(
+        long,
+        env = "MCP_SERVER_URL",
+        default_value = "http://127.0.0.1:3000/mcp"
+    )]
+    pub mcp_server_url: String,
+
+    /// JSON file naming more MCP servers, in the usual shape
+    /// {"mcpServers": {"name": {"url": "...", "headers": {...}, "auth": "google-id-token"}}};
+    /// `${VAR}` in urls and header values is replaced from the environment. "auth":
+    /// "google-id-token" sends a Google ID token from the metadata server (audience: the url's
+    /// origin, or "audience"), as Cloud Run services that require IAM expect.
+    #[arg(long, env = "MCP_CONFIG")]
+    pub mcp_config: Option<PathBuf>,
+
+    /// Bound on every MCP call (tool calls included), e.g. `30s`; past it the REST API answers 504.
+    #[arg(long, env = "MCP_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub mcp_call_timeout: Duration,
+
+    /// How often a render's events stream asks the sidecar for progress, e.g. `200ms`.
+    #[arg(long, env = "RENDER_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub render_poll_interval: Duration,
+
+    /// Interval of SSE keep-alive comments, so proxies keep quiet streams open, e.g. `15s`.
+    #[arg(long, env = "SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+
+    /// How long a render's events stream may stay open, e.g. `10m`.
+    #[arg(long, env = "SSE_MAX_DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub sse_max_duration: Duration,
+
+    /// Language model for POST /v1/chat: `vertex` (Vertex AI Gemini, credentials from ADC /
+    /// the metadata server) or `openai` (any OpenAI-compatible chat-completions endpoint).
+    /// Unset: /v1/chat answers 503 saying how to configure one.
+    #[arg(long, env = "LLM_PROVIDER", value_enum)]
+    pub llm_provider: Option<LlmProvider>,
+
+    /// Model name, e.g. `gemini-2.5-flash` (vertex) or `gpt-4o-mini` (openai).
+    #[arg(long, env = "LLM_MODEL")]
+    pub llm_model: Option<String>,
+
+    /// Google Cloud project for Vertex AI.
+    #[arg(long, env = "VERTEX_PROJECT")]
+    pub vertex_project: Option<String>,
+
+    /// Vertex AI region.
+    #[arg(long, env = "VERTEX_LOCATION", default_value = "us-central1")]
+    pub vertex_location: String,
+
+    /// Vertex AI endpoint override (default https://{VERTEX_LOCATION}-aiplatform.googleapis.com).
+    #[arg(long, env = "VERTEX_ENDPOINT")]
+    pub vertex_endpoint: Option<String>,
+
+    /// Base URL of an OpenAI-compatible API, ending before /chat/completions.
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+
+    /// API key for the OpenAI-compatible endpoint (sent as a bearer token), if it needs one.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+
+    /// Most model calls in one /v1/chat request (each may ask for tool calls).
+    #[arg(long, env = "LLM_MAX_TURNS", default_value_t = 8)]
+    pub llm_max_turns: u32,
+
+    /// Bound on each model call, e.g. `60s`.
+    #[arg(long, env = "LLM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub llm_timeout: Duration,
+
+    /// Largest request body the REST API accepts, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long shutdown waits for in-flight requests after SIGTERM, e.g. `8s`.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "8s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+/// Which model API /v1/chat uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LlmProvider {
+    /// Vertex AI Gemini `generateContent` with function declarations.
+    Vertex,
+    /// An OpenAI-compatible `/chat/completions` endpoint with tools.
+    Openai,
+}
+
+impl Config {
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_addr, self.port)
+    }
+
+    /// A configuration with every default, listening on 127.0.0.1:0. For tests and embedders.
+    pub fn for_tests(mcp_server_url: &str) -> Self {
+        let mut config = Self::parse_from(["agent"]);
+        config.bind_addr = std::net::Ipv4Addr::LOCALHOST.into();
+        config.port = 0;
+        config.mcp_server_url = mcp_server_url.to_owned();
+        config
+    }
+}

@@ -1,0 +1,172 @@
+//! The agent as a library: `App::build(config)` binds and wires everything,
+//! `run_until_stopped` serves until the shutdown token is cancelled. `main.rs` only parses the
+//! configuration and calls these, so tests run exactly the same agent on port 0.
+
+pub mod api;
+pub mod config;
+pub mod llm;
+pub mod mcp;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::AppState,
+    config::{Config, LlmProvider},
+    llm::{ChatModel, LlmConfig},
+    mcp::McpHub,
+};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// An agent that is bound and ready to serve.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    hub: Arc<McpHub>,
+    shutdown: CancellationToken,
+    shutdown_grace: Duration,
+}
+
+/// The LLM settings from the command line, checked.
+fn llm_config(config: &Config) -> Result<LlmConfig, StartupError> {
+    let missing = |name: &str| StartupError::Config(format!("LLM_PROVIDER needs {name}"));
+    Ok(match config.llm_provider {
+        None => LlmConfig::None,
+        Some(LlmProvider::Vertex) => LlmConfig::Vertex {
+            project: config
+                .vertex_project
+                .clone()
+                .ok_or_else(|| missing("VERTEX_PROJECT"))?,
+            location: config.vertex_location.clone(),
+            model: config
+                .llm_model
+                .clone()
+                .unwrap_or_else(|| "gemini-2.5-flash".to_owned()),
+            endpoint: config.vertex_endpoint.clone(),
+        },
+        Some(LlmProvider::Openai) => LlmConfig::OpenAi {
+            base_url: config.openai_base_url.clone(),
+            api_key: config
+                .openai_api_key
+                .as_ref()
+                .map(|key| key.expose().to_owned()),
+            model: config
+                .llm_model
+                .clone()
+                .ok_or_else(|| missing("LLM_MODEL"))?,
+        },
+    })
+}
+
+/// `scheme://host:port` of a URL.
+fn origin(url: &str) -> Result<String, StartupError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| StartupError::Config(format!("MCP_SERVER_URL `{url}` is not a URL")))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    Ok(format!("{scheme}://{authority}"))
+}
+
+impl App {
+    /// Binds the listener and builds everything; MCP servers are connected by
+    /// [`App::run_until_stopped`] (the sidecar need not be up yet).
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
+        let servers = match &config.mcp_config {
+            Some(path) => mcp::config_file::load(path, |name| std::env::var(name).ok())
+                .map_err(|error| StartupError::Config(error.to_string()))?,
+            None => vec![],
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| StartupError::Config(format!("HTTP client: {error}")))?;
+        let hub = Arc::new(
+            McpHub::new(
+                &config.mcp_server_url,
+                servers,
+                config.mcp_call_timeout,
+                &http,
+            )
+            .map_err(StartupError::Config)?,
+        );
+        let model = ChatModel::new(llm_config(&config)?, config.llm_timeout)
+            .map_err(|error| StartupError::Config(error.to_string()))?;
+        tracing::info!(model = %model.describe(), "language model");
+
+        let state = Arc::new(AppState {
+            hub: hub.clone(),
+            http,
+            sidecar_origin: origin(&config.mcp_server_url)?,
+            model,
+            llm_max_turns: config.llm_max_turns,
+            render_poll_interval: config.render_poll_interval,
+            sse_heartbeat: config.sse_heartbeat,
+            sse_max_duration: config.sse_max_duration,
+        });
+        let addr = config.listen_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router: api::router(state, config.max_body_bytes),
+            hub,
+            shutdown,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connects the MCP servers and serves until the shutdown token is cancelled, then lets
+    /// in-flight requests finish for up to the configured grace.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let mut supervisors = self.hub.supervise(&self.shutdown);
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let shutdown = self.shutdown.clone();
+        let server = axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tracing::info!(addr = %self.local_addr, "listening");
+        let grace = self.shutdown_grace;
+        let everything = async move {
+            let served = server.into_future().await;
+            while supervisors.join_next().await.is_some() {}
+            served
+        };
+        tokio::select! {
+            result = everything => result,
+            () = async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The LLM tool loop: lets a chat model call MCP tools until it answers.
+//!
+//! # Design
+//!
+//! [`ChatModel::chat`] runs a provider-neutral loop:
+//!
+//! 1. send the conversation and the tool declarations to the model;
+//! 2. if the reply asks for function calls, run each through the caller's
+//!    [`ToolRunner`] (concurrently, results kept in call order), append the
+//!    model's message and the results to the conversation, and go to 1;
+//! 3. if the reply is text, return it with a record of every tool call.
+//!
+//! At most `max_turns` model calls are made; a model that keeps calling tools
+//! ends the loop with [`LlmError::TurnLimit`].
+//!
+//! Each provider lives in its own submodule, which owns its complete wire
+//! format (request and reply types, field names, how tool results go back) and
+//! implements the private `Provider` trait the loop is written against:
+//!
+//! * `vertex`: Vertex AI Gemini `generateContent`, authenticated with Google
+//!   Cloud credentials (Application Default Credentials unless a
+//!   [`VertexAuth`] says otherwise);
+//! * `openai`: any OpenAI-compatible `/chat/completions` endpoint.
+//!
+//! Shared pieces: `transport` (one bounded JSON POST with uniform error
+//! mapping), `schema` ([`model_schema`], which makes MCP input schemas
+//! self-contained for both providers) and `error` ([`LlmError`]).
+//!
+//! Every HTTP exchange, including fetching a Vertex access token, is bounded by
+//! the timeout given to [`ChatModel::new`]; the loop as a whole is bounded by
+//! `max_turns` such exchanges plus the tool calls themselves, which are the
+//! runner's responsibility.
+
+mod error;
+mod openai;
+mod schema;
+mod transport;
+mod vertex;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, join_all};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use error::LlmError;
+pub use schema::model_schema;
+pub use vertex::VertexAuth;
+
+use transport::HttpTransport;
+
+/// A tool the model may call (from the MCP servers' tool lists).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    /// The name the model calls it by; must be unique across all tools given to one chat.
+    pub name: String,
+    /// What the tool does; the model reads this to decide when to call it.
+    pub description: String,
+    /// JSON Schema of the arguments (MCP `inputSchema`). Passed through
+    /// [`model_schema`] before it is sent to the model.
+    pub parameters: Value,
+}
+
+/// Runs a tool call for the loop; the agent implements it over MCP.
+pub trait ToolRunner: Send + Sync {
+    /// Returns the JSON the model should see: the tool's structured result, or
+    /// `{"error": "..."}` for a failed call. It cannot fail: failures are
+    /// results the model should read and react to.
+    fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, Value>;
+}
+
+/// Who said a [`ChatMessage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of the conversation the caller sends in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// A tool call the model made during [`ChatModel::chat`], with what it got back.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ToolCallRecord {
+    pub name: String,
+    /// Always a JSON object.
+    pub arguments: Value,
+    /// What the [`ToolRunner`] returned.
+    pub result: Value,
+}
+
+/// The outcome of [`ChatModel::chat`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatReply {
+    /// The model's final text answer.
+    pub reply: String,
+    /// Every tool call, in the order the model made them.
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// How many model calls it took (1 when no tool was called).
+    pub turns: u32,
+}
+
+/// Provider settings (the agent fills this from its configuration).
+#[derive(Clone, Debug, Default)]
+pub enum LlmConfig {
+    /// No model: [`ChatModel::chat`] fails with [`LlmError::NotConfigured`].
+    #[default]
+    None,
+    /// Gemini on Vertex AI.
+    Vertex {
+        /// Google Cloud project id (`VERTEX_PROJECT`).
+        project: String,
+        /// Region such as `us-central1`, or `global` (`VERTEX_LOCATION`).
+        location: String,
+        /// Model id such as `gemini-2.5-flash` (`LLM_MODEL`).
+        model: String,
+        /// Base URL override; the default is `https://{location}-aiplatform.googleapis.com`
+        /// (`https://aiplatform.googleapis.com` for `global`).
+        endpoint: Option<String>,
+    },
+    /// An OpenAI-compatible chat completions API.
+    OpenAi {
+        /// Base URL up to the API version, e.g. `https://api.openai.com/v1` (`OPENAI_BASE_URL`).
+        base_url: String,
+        /// Sent as `Authorization: Bearer ...` when present (`OPENAI_API_KEY`).
+        api_key: Option<String>,
+        /// Model id such as `gpt-4o-mini` (`LLM_MODEL`).
+        model: String,
+    },
+}
+
+/// A configured chat model that can run the tool loop. Cheap to clone.
+#[derive(Clone)]
+pub struct ChatModel {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    None,
+    Vertex(vertex::VertexClient),
+    OpenAi(openai::OpenAiClient),
+}
+
+impl ChatModel {
+    /// Builds the model from its settings. Does no network I/O: Vertex
+    /// credentials come from Application Default Credentials, loaded on the
+    /// first [`chat`](Self::chat). `timeout` bounds every HTTP exchange.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError::InvalidConfig`] for settings that cannot work (empty or
+    /// unsafe ids, unusable URLs or API key).
+    pub fn new(config: LlmConfig, timeout: Duration) -> Result<Self, LlmError> {
+        Self::with_vertex_auth(config, timeout, VertexAuth::ApplicationDefault)
+    }
+
+    /// Like [`new`](Self::new), but Vertex requests authenticate with `auth`
+    /// instead of Application Default Credentials. Ignored for other providers.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_vertex_auth(
+        config: LlmConfig,
+        timeout: Duration,
+        auth: VertexAuth,
+    ) -> Result<Self, LlmError> {
+        let backend = match config {
+            LlmConfig::None => Backend::None,
+            LlmConfig::Vertex {
+                project,
+                location,
+                model,
+                endpoint,
+            } => Backend::Vertex(vertex::VertexClient::new(
+                HttpTransport::new(timeout)?,
+                vertex::VertexSettings {
+                    project,
+                    location,
+                    model,
+                    endpoint,
+                },
+                auth,
+            )?),
+            LlmConfig::OpenAi {
+                base_url,
+                api_key,
+                model,
+            } => Backend::OpenAi(openai::OpenAiClient::new(
+                HttpTransport::new(timeout)?,
+                &base_url,
+                api_key.as_deref(),
+                &model,
+            )?),
+        };
+        Ok(Self { backend })
+    }
+
+    /// Whether a provider is configured (i.e. [`chat`](Self::chat) can work).
+    #[must_use]
+    pub fn is_configured(&self) -> bool {
+        !matches!(self.backend, Backend::None)
+    }
+
+    /// Provider and model for logs and status pages, e.g.
+    /// `vertex:gemini-2.5-flash`, `openai:gpt-4o-mini` or `none`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::None => "none".to_owned(),
+            Backend::Vertex(client) => format!("vertex:{}", client.model()),
+            Backend::OpenAi(client) => format!("openai:{}", client.model()),
+        }
+    }
+
+    /// The tool loop: sends the conversation and the tools; while the model
+    /// asks for function calls, runs each through `runner` and sends the
+    /// results back; stops when the model answers with text.
+    ///
+    /// Makes at most `max_turns` model calls (`0` means none, which fails with
+    /// `TurnLimit(0)`). Tool calls requested in one turn run concurrently.
+    /// `messages` should be non-empty and normally end with a user message.
+    ///
+    /// # Errors
+    ///
+    /// * [`LlmError::NotConfigured`] when the config was [`LlmConfig::None`];
+    /// * [`LlmError::Credentials`] when no Vertex access token can be had;
+    /// * [`LlmError::Upstream`] / [`LlmError::Timeout`] when an HTTP exchange fails;
+    /// * [`LlmError::Malformed`] when a model reply cannot be understood;
+    /// * [`LlmError::TurnLimit`] when the model still calls tools after `max_turns` calls.
+    ///
+    /// Tool failures are not errors: they reach the model as results.
+    pub async fn chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        runner: &dyn ToolRunner,
+        max_turns: u32,
+    ) -> Result<ChatReply, LlmError> {
+        match &self.backend {
+            Backend::None => Err(LlmError::NotConfigured),
+            Backend::Vertex(client) => {
+                run_tool_loop(client, messages, tools, runner, max_turns).await
+            }
+            Backend::OpenAi(client) => {
+                run_tool_loop(client, messages, tools, runner, max_turns).await
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ChatModel {
+    /// Shows the provider and model only; never the API key.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ChatModel")
+            .field("model", &self.describe())
+            .finish()
+    }
+}
+
+/// What one model call asked for.
+#[derive(Debug)]
+enum ModelTurn {
+    /// The model answered in text; the loop ends.
+    Answer(String),
+    /// The model wants these tools run before it continues.
+    ToolCalls(Vec<ToolCallRequest>),
+}
+
+/// A function call requested by the model.
+#[derive(Clone, Debug)]
+struct ToolCallRequest {
+    /// Provider id pairing the call with its result (OpenAI `tool_calls[].id`,
+    /// Gemini `functionCall.id` when the API sends one).
+    id: Option<String>,
+    name: String,
+    /// Always a JSON object (providers reject anything else as malformed).
+    arguments: Value,
+}
+
+/// A finished tool call, ready to go back to the model.
+#[derive(Debug)]
+struct ToolOutcome {
+    call: ToolCallRequest,
+    result: Value,
+}
+
+/// One provider's wire format, as the tool loop sees it.
+trait Provider: Sync {
+    /// The provider-native conversation: messages so far plus tool declarations.
+    type Conversation: Send;
+
+    /// Translates the caller's messages and tools into a new conversation.
+    fn start(&self, messages: &[ChatMessage], tools: &[ToolSpec]) -> Self::Conversation;
+
+    /// Sends the conversation to the model, appends the model's reply to it,
+    /// and returns what the model asked for.
+    fn next_turn(
+        &self,
+        conversation: &mut Self::Conversation,
+    ) -> impl Future<Output = Result<ModelTurn, LlmError>> + Send;
+
+    /// Appends the results of the calls from the last turn, in call order.
+    fn add_tool_results(&self, conversation: &mut Self::Conversation, outcomes: Vec<ToolOutcome>);
+}
+
+/// The provider-neutral loop behind [`ChatModel::chat`].
+async fn run_tool_loop<P: Provider>(
+    provider: &P,
+    messages: &[ChatMessage],
+    tools: &[ToolSpec],
+    runner: &dyn ToolRunner,
+    max_turns: u32,
+) -> Result<ChatReply, LlmError> {
+    let mut conversation = provider.start(messages, tools);
+    let mut records = Vec::new();
+    for turn in 1..=max_turns {
+        match provider.next_turn(&mut conversation).await? {
+            ModelTurn::Answer(reply) => {
+                tracing::debug!(turn, tool_calls = records.len(), "model answered");
+                return Ok(ChatReply {
+                    reply,
+                    tool_calls: records,
+                    turns: turn,
+                });
+            }
+            ModelTurn::ToolCalls(calls) => {
+                let names: Vec<&str> = calls.iter().map(|call| call.name.as_str()).collect();
+                tracing::debug!(turn, tools = ?names, "model requested tool calls");
+                let results = join_all(
+                    calls
+                        .iter()
+                        .map(|call| runner.call(&call.name, call.arguments.clone())),
+                )
+                .await;
+                let outcomes: Vec<ToolOutcome> = calls
+                    .into_iter()
+                    .zip(results)
+                    .map(|(call, result)| ToolOutcome { call, result })
+                    .collect();
+                records.extend(outcomes.iter().map(|outcome| ToolCallRecord {
+                    name: outcome.call.name.clone(),
+                    arguments: outcome.call.arguments.clone(),
+                    result: outcome.result.clone(),
+                }));
+                provider.add_tool_results(&mut conversation, outcomes);
+            }
+        }
+    }
+    Err(LlmError::TurnLimit(max_turns))
+}

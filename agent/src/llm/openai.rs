@@ -1,0 +1,349 @@
+//! OpenAI-compatible chat completions: the wire format.
+//!
+//! `POST {base_url}/chat/completions`, with `Authorization: Bearer {api_key}`
+//! when a key is configured
+//! ([reference](https://platform.openai.com/docs/api-reference/chat/create)):
+//!
+//! ```json
+//! {"model": "...",
+//!  "messages": [{"role": "user" | "assistant", "content": "..."},
+//!               {"role": "assistant", "content": null, "tool_calls": [
+//!                   {"id": "...", "type": "function", "function": {"name": "...", "arguments": "<JSON string>"}}]},
+//!               {"role": "tool", "tool_call_id": "...", "content": "<JSON string>"}],
+//!  "tools": [{"type": "function", "function": {"name": "...", "description": "...", "parameters": {...}}}]}
+//! ```
+//!
+//! The reply's `choices[0].message` has `content` and/or `tool_calls`. When it
+//! calls tools, the assistant message is appended as received (its content and
+//! calls) followed by one `tool` message per call, in call order, each naming
+//! its `tool_call_id` and carrying the result serialised as a JSON string.
+//!
+//! Leniency for "compatible" servers: empty `arguments` mean `{}`; a missing
+//! call id is replaced by a generated one (used consistently in both the
+//! echoed assistant message and the tool message); a `refusal` without
+//! `content` counts as the answer.
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::LlmError;
+use super::transport::{HttpTransport, checked_base_url, excerpt};
+use super::{
+    ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec, model_schema,
+};
+
+/// Label used in error messages and logs.
+const PROVIDER: &str = "openai";
+
+/// The `type` of function tools and tool calls.
+const FUNCTION_TYPE: &str = "function";
+
+/// An OpenAI-compatible chat completions endpoint.
+#[derive(Clone, Debug)]
+pub(super) struct OpenAiClient {
+    transport: HttpTransport,
+    model: String,
+    /// `{base_url}/chat/completions`.
+    completions_url: String,
+    /// `Authorization` and anything else every request carries. Marked
+    /// sensitive so it never shows up in `Debug` output.
+    headers: HeaderMap,
+}
+
+impl OpenAiClient {
+    /// Validates the settings. No network I/O.
+    pub(super) fn new(
+        transport: HttpTransport,
+        base_url: &str,
+        api_key: Option<&str>,
+        model: &str,
+    ) -> Result<Self, LlmError> {
+        let base_url = checked_base_url("OPENAI_BASE_URL", base_url)?;
+        let model = model.trim().to_owned();
+        if model.is_empty() {
+            return Err(LlmError::InvalidConfig(
+                "LLM_MODEL must not be empty".to_owned(),
+            ));
+        }
+
+        let mut headers = HeaderMap::new();
+        if let Some(api_key) = api_key.map(str::trim).filter(|key| !key.is_empty()) {
+            let mut value = HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| {
+                LlmError::InvalidConfig(
+                    "OPENAI_API_KEY contains characters not allowed in an HTTP header".to_owned(),
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(Self {
+            transport,
+            model,
+            completions_url: format!("{base_url}/chat/completions"),
+            headers,
+        })
+    }
+
+    pub(super) fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// The OpenAI conversation: what is re-sent on every turn.
+pub(super) struct Conversation {
+    messages: Vec<Message>,
+    tools: Vec<ToolDefinition>,
+    /// Counts assistant turns, to generate unique ids for calls that lack one.
+    assistant_turns: usize,
+}
+
+impl Provider for OpenAiClient {
+    type Conversation = Conversation;
+
+    fn start(&self, messages: &[ChatMessage], tools: &[ToolSpec]) -> Conversation {
+        let messages = messages
+            .iter()
+            .map(|message| match message.role {
+                Role::User => Message::User {
+                    content: message.content.clone(),
+                },
+                Role::Assistant => Message::Assistant {
+                    content: Some(message.content.clone()),
+                    tool_calls: Vec::new(),
+                },
+            })
+            .collect();
+        let tools = tools
+            .iter()
+            .map(|tool| ToolDefinition {
+                kind: FUNCTION_TYPE,
+                function: FunctionDefinition {
+                    name: tool.name.clone(),
+                    description: tool.description.clone(),
+                    parameters: model_schema(&tool.parameters),
+                },
+            })
+            .collect();
+        Conversation {
+            messages,
+            tools,
+            assistant_turns: 0,
+        }
+    }
+
+    async fn next_turn(&self, conversation: &mut Conversation) -> Result<ModelTurn, LlmError> {
+        let request = ChatCompletionRequest {
+            model: &self.model,
+            messages: &conversation.messages,
+            tools: &conversation.tools,
+        };
+        let response: ChatCompletionResponse = self
+            .transport
+            .post_json(
+                PROVIDER,
+                &self.completions_url,
+                self.headers.clone(),
+                &request,
+            )
+            .await?;
+        conversation.assistant_turns += 1;
+        let (message, turn) = interpret(response, conversation.assistant_turns)?;
+        conversation.messages.push(message);
+        Ok(turn)
+    }
+
+    fn add_tool_results(&self, conversation: &mut Conversation, outcomes: Vec<ToolOutcome>) {
+        conversation
+            .messages
+            .extend(
+                outcomes
+                    .into_iter()
+                    .map(|ToolOutcome { call, result }| Message::Tool {
+                        // `interpret` gives every call an id.
+                        tool_call_id: call.id.unwrap_or_default(),
+                        content: result.to_string(),
+                    }),
+            );
+    }
+}
+
+/// Reads the first choice: the assistant message to keep in the conversation
+/// and what it asks for. `turn` makes generated call ids unique.
+fn interpret(
+    response: ChatCompletionResponse,
+    turn: usize,
+) -> Result<(Message, ModelTurn), LlmError> {
+    if let Some(error) = response.error {
+        // Some compatible servers report failures with a 200 status.
+        return Err(LlmError::Upstream(format!(
+            "{PROVIDER}: reply carries an error: {}",
+            excerpt(&error.to_string())
+        )));
+    }
+    let Some(choice) = response.choices.into_iter().next() else {
+        return Err(LlmError::Malformed(format!(
+            "{PROVIDER}: reply has no choices"
+        )));
+    };
+    let finish_reason = choice.finish_reason.as_deref().unwrap_or("unspecified");
+    let Some(message) = choice.message else {
+        return Err(LlmError::Malformed(format!(
+            "{PROVIDER}: choice has no message (finish_reason {finish_reason})"
+        )));
+    };
+    let tool_calls = message.tool_calls.unwrap_or_default();
+
+    if tool_calls.is_empty() {
+        let Some(answer) = message.content.or(message.refusal) else {
+            return Err(LlmError::Malformed(format!(
+                "{PROVIDER}: message has neither content nor tool_calls (finish_reason {finish_reason})"
+            )));
+        };
+        let kept = Message::Assistant {
+            content: Some(answer.clone()),
+            tool_calls: Vec::new(),
+        };
+        return Ok((kept, ModelTurn::Answer(answer)));
+    }
+
+    let mut echoed_calls = Vec::with_capacity(tool_calls.len());
+    let mut requests = Vec::with_capacity(tool_calls.len());
+    for (index, mut call) in tool_calls.into_iter().enumerate() {
+        if call.kind != FUNCTION_TYPE {
+            return Err(LlmError::Malformed(format!(
+                "{PROVIDER}: tool call of unsupported type {:?}",
+                call.kind
+            )));
+        }
+        if call.id.is_empty() {
+            call.id = format!("call_{turn}_{index}");
+        }
+        let arguments = parse_arguments(&call.function)?;
+        requests.push(ToolCallRequest {
+            id: Some(call.id.clone()),
+            name: call.function.name.clone(),
+            arguments,
+        });
+        echoed_calls.push(call);
+    }
+    let kept = Message::Assistant {
+        content: message.content,
+        tool_calls: echoed_calls,
+    };
+    Ok((kept, ModelTurn::ToolCalls(requests)))
+}
+
+/// Parses a call's `arguments` string, which must hold a JSON object (empty means `{}`).
+fn parse_arguments(function: &FunctionCall) -> Result<Value, LlmError> {
+    if function.arguments.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_str::<Value>(&function.arguments) {
+        Ok(arguments @ Value::Object(_)) => Ok(arguments),
+        Ok(_) => Err(LlmError::Malformed(format!(
+            "{PROVIDER}: arguments of tool call `{}` are not a JSON object: {}",
+            function.name,
+            excerpt(&function.arguments)
+        ))),
+        Err(error) => Err(LlmError::Malformed(format!(
+            "{PROVIDER}: arguments of tool call `{}` are not valid JSON ({error}): {}",
+            function.name,
+            excerpt(&function.arguments)
+        ))),
+    }
+}
+
+// ---- Wire types ----
+
+#[derive(Serialize)]
+struct ChatCompletionRequest<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    /// Omitted when empty: the API rejects an empty `tools` array.
+    #[serde(skip_serializing_if = "<[ToolDefinition]>::is_empty")]
+    tools: &'a [ToolDefinition],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum Message {
+    User {
+        content: String,
+    },
+    Assistant {
+        /// `null` when the message only carries tool calls.
+        content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: String,
+        /// The tool's result as a JSON string.
+        content: String,
+    },
+}
+
+#[derive(Serialize)]
+struct ToolDefinition {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionDefinition,
+}
+
+#[derive(Serialize)]
+struct FunctionDefinition {
+    name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    description: String,
+    parameters: Value,
+}
+
+/// A tool call, read from the reply and echoed back in the assistant message.
+#[derive(Debug, Serialize, Deserialize)]
+struct ToolCall {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "type", default = "function_type")]
+    kind: String,
+    function: FunctionCall,
+}
+
+fn function_type() -> String {
+    FUNCTION_TYPE.to_owned()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FunctionCall {
+    name: String,
+    /// JSON-encoded arguments object.
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct ChatCompletionResponse {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<ResponseMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    /// `null`, absent or a list.
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+}

@@ -1,0 +1,218 @@
+//! The agent's MCP side: the sidecar plus the servers from `MCP_CONFIG`, their tools listed
+//! together, and calls routed to the server that owns each tool.
+//!
+//! A tool keeps its own name unless two servers offer the same name; then each of those is
+//! exposed as `{server}__{tool}` (a shape every model API accepts as a function name).
+//!
+//! Each server has a supervisor task: it connects at start with backoff (100 ms doubling to
+//! 5 s) and then checks the connection every few seconds with a cheap `tools/list`, so a
+//! restarted server is noticed and re-initialized without waiting for a user's call.
+
+pub mod config_file;
+pub mod id_token;
+pub mod upstream;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use rmcp::model::{CallToolResult, Tool};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    config_file::{Auth, ServerEntry},
+    id_token::IdTokenSource,
+    upstream::{Upstream, UpstreamError},
+};
+
+/// The name the sidecar has among the servers.
+pub const SIDECAR: &str = "sidecar";
+/// Separator between server and tool in a namespaced tool name.
+pub const NAMESPACE_SEPARATOR: &str = "__";
+/// How often a connected server is checked.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A tool as the agent exposes it.
+#[derive(Debug, Clone)]
+pub struct ExposedTool {
+    /// The name clients and the model use.
+    pub name: String,
+    /// The server that runs it.
+    pub server: String,
+    /// The server's own definition (its `name` is the server's name for it).
+    pub tool: Tool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("no tool named `{0}`; GET /v1/tools lists them")]
+    UnknownTool(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+#[derive(Debug)]
+pub struct McpHub {
+    /// The sidecar first, then the configured servers in name order.
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+impl McpHub {
+    pub fn new(
+        sidecar_url: &str,
+        servers: Vec<ServerEntry>,
+        call_timeout: Duration,
+        http: &reqwest::Client,
+    ) -> Result<Self, String> {
+        let mut upstreams = vec![Arc::new(Upstream::new(
+            SIDECAR.to_owned(),
+            sidecar_url.to_owned(),
+            Default::default(),
+            None,
+            call_timeout,
+        ))];
+        for server in servers {
+            if server.name == SIDECAR {
+                return Err(format!(
+                    "MCP_CONFIG: the name `{SIDECAR}` is taken by the sidecar"
+                ));
+            }
+            let id_tokens = match server.auth {
+                Auth::None => None,
+                Auth::GoogleIdToken { audience } => {
+                    Some(IdTokenSource::new(audience, http.clone()))
+                }
+            };
+            upstreams.push(Arc::new(Upstream::new(
+                server.name,
+                server.url,
+                server.headers,
+                id_tokens,
+                call_timeout,
+            )));
+        }
+        Ok(Self { upstreams })
+    }
+
+    pub fn sidecar(&self) -> &Arc<Upstream> {
+        &self.upstreams[0]
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Starts one supervisor per server; they stop when `shutdown` is cancelled.
+    pub fn supervise(&self, shutdown: &CancellationToken) -> tokio::task::JoinSet<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for upstream in &self.upstreams {
+            tasks.spawn(supervise(upstream.clone(), shutdown.child_token()));
+        }
+        tasks
+    }
+
+    /// Every connected server's tools, namespaced where names clash.
+    pub async fn tools(&self) -> Vec<ExposedTool> {
+        let mut listed = Vec::new();
+        for upstream in &self.upstreams {
+            for tool in upstream.tools().await {
+                listed.push((upstream.name.clone(), tool));
+            }
+        }
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, tool) in &listed {
+            *counts.entry(tool.name.to_string()).or_default() += 1;
+        }
+        listed
+            .into_iter()
+            .map(|(server, tool)| {
+                let name = if counts[tool.name.as_ref()] > 1 {
+                    format!("{server}{NAMESPACE_SEPARATOR}{}", tool.name)
+                } else {
+                    tool.name.to_string()
+                };
+                ExposedTool { name, server, tool }
+            })
+            .collect()
+    }
+
+    /// Finds an exposed tool by its exposed name.
+    pub async fn find(&self, name: &str) -> Option<ExposedTool> {
+        self.tools()
+            .await
+            .into_iter()
+            .find(|tool| tool.name == name)
+    }
+
+    /// Calls the tool exposed as `name`.
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, HubError> {
+        let exposed = match self.find(name).await {
+            Some(tool) => tool,
+            None if !self.sidecar().is_connected().await => {
+                // The sidecar's tools are unknown while it is away: say so rather than 404.
+                return Err(self.sidecar_unavailable().await.into());
+            }
+            None => return Err(HubError::UnknownTool(name.to_owned())),
+        };
+        let upstream = self
+            .upstreams
+            .iter()
+            .find(|upstream| upstream.name == exposed.server)
+            .ok_or_else(|| HubError::UnknownTool(name.to_owned()))?;
+        Ok(upstream.call(&exposed.tool.name, arguments).await?)
+    }
+
+    /// Calls one of the sidecar's own tools by its own name.
+    pub async fn call_sidecar(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, UpstreamError> {
+        self.sidecar().call(tool, arguments).await
+    }
+
+    async fn sidecar_unavailable(&self) -> UpstreamError {
+        UpstreamError::Unavailable {
+            server: SIDECAR.to_owned(),
+            reason: self
+                .sidecar()
+                .last_error()
+                .await
+                .unwrap_or_else(|| "not connected yet".to_owned()),
+        }
+    }
+}
+
+/// Keeps one server connected: connect with backoff, then probe every [`PROBE_INTERVAL`].
+async fn supervise(upstream: Arc<Upstream>, shutdown: CancellationToken) {
+    let mut wait = Duration::ZERO;
+    let mut backoff = Duration::from_millis(100);
+    let mut was_up = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match upstream.probe().await {
+            Ok(()) => {
+                if was_up != Some(true) {
+                    tracing::info!(server = %upstream.name, url = %upstream.url(), "MCP server is up");
+                }
+                was_up = Some(true);
+                backoff = Duration::from_millis(100);
+                wait = PROBE_INTERVAL;
+            }
+            Err(error) => {
+                if was_up != Some(false) {
+                    tracing::warn!(server = %upstream.name, %error, "MCP server is down; retrying");
+                }
+                was_up = Some(false);
+                wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    upstream.disconnect().await;
+}

@@ -1,0 +1,320 @@
+//! One MCP server the agent talks to: its connection, kept alive and re-made as needed.
+//!
+//! A connection is an rmcp client that has done `initialize` and listed the server's tools.
+//! It is made on first use, by the supervisor (for the sidecar: at start, with backoff), and
+//! again whenever a call finds the transport gone or an ID token due for refresh. With a
+//! stateful server, rmcp itself re-initializes when the server answers 404 for an expired
+//! session (a restart); with a stateless one, a restarted server simply answers.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rmcp::{
+    ServiceExt,
+    model::{CallToolRequestParams, CallToolResult, ClientConfig, Implementation, Tool},
+    service::{RunningService, ServiceError},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use tokio::sync::{Mutex, RwLock};
+
+use super::id_token::{IdToken, IdTokenSource};
+
+pub type Client = RunningService<rmcp::RoleClient, ClientConfig>;
+
+impl UpstreamError {
+    /// The error without the server's name: what `/readyz` shows next to that name.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unavailable { reason, .. } => reason.clone(),
+            Self::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
+            Self::Refused { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Why a call to a server did not produce a tool result.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the MCP server `{server}` is unavailable: {reason}")]
+    Unavailable { server: String, reason: String },
+    #[error("the MCP server `{server}` did not answer within {timeout:?}")]
+    Timeout { server: String, timeout: Duration },
+    /// The server answered with a JSON-RPC error (e.g. -32602 for bad params).
+    #[error("the MCP server `{server}` refused the call: {message}")]
+    Refused {
+        server: String,
+        code: i32,
+        message: String,
+    },
+}
+
+struct Connection {
+    client: Arc<Client>,
+    tools: Vec<Tool>,
+    token: Option<IdToken>,
+}
+
+pub struct Upstream {
+    pub name: String,
+    url: String,
+    headers: BTreeMap<String, String>,
+    id_tokens: Option<IdTokenSource>,
+    timeout: Duration,
+    connection: RwLock<Option<Connection>>,
+    /// Serialises (re)connects so a burst of calls makes one connection, not many.
+    connecting: Mutex<()>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    pub fn new(
+        name: String,
+        url: String,
+        headers: BTreeMap<String, String>,
+        id_tokens: Option<IdTokenSource>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            name,
+            url,
+            headers,
+            id_tokens,
+            timeout,
+            connection: RwLock::new(None),
+            connecting: Mutex::new(()),
+            last_error: RwLock::new(None),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True while a connection is held and its transport is open.
+    pub async fn is_connected(&self) -> bool {
+        self.connection
+            .read()
+            .await
+            .as_ref()
+            .is_some_and(|connection| !connection.client.is_transport_closed())
+    }
+
+    pub async fn last_error(&self) -> Option<String> {
+        self.last_error.read().await.clone()
+    }
+
+    /// The server's tools as of the last (re)connect; empty while disconnected.
+    pub async fn tools(&self) -> Vec<Tool> {
+        self.connection
+            .read()
+            .await
+            .as_ref()
+            .map(|connection| connection.tools.clone())
+            .unwrap_or_default()
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::Unavailable {
+            server: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// [`Self::unavailable`] for a transport failure, worded for a caller: rmcp's messages
+    /// name its generic wrapper types (`Transport [rmcp::transport::worker::…]`), which say
+    /// nothing to someone reading an API error, so those parts are left out.
+    fn unavailable_because(&self, error: &dyn std::fmt::Display) -> UpstreamError {
+        let text = error.to_string();
+        let mut concise = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(" [") {
+            let Some(length) = rest[start..].find("] ") else {
+                break;
+            };
+            let inside = &rest[start + 2..start + length];
+            concise.push_str(&rest[..start]);
+            if !inside.contains("::") {
+                concise.push_str(&rest[start..start + length + 1]);
+            }
+            rest = &rest[start + length + 1..];
+        }
+        concise.push_str(rest);
+        self.unavailable(concise)
+    }
+
+    /// A live client: the current one, or a new connection.
+    async fn client(&self) -> Result<Arc<Client>, UpstreamError> {
+        if let Some(connection) = self.connection.read().await.as_ref()
+            && !connection.client.is_transport_closed()
+            && !connection.token.as_ref().is_some_and(IdToken::refresh_due)
+        {
+            return Ok(connection.client.clone());
+        }
+        self.connect().await
+    }
+
+    /// Makes a new connection (unless another task just did) and lists the tools.
+    pub async fn connect(&self) -> Result<Arc<Client>, UpstreamError> {
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(connection) = self.connection.read().await.as_ref()
+            && !connection.client.is_transport_closed()
+            && !connection.token.as_ref().is_some_and(IdToken::refresh_due)
+        {
+            return Ok(connection.client.clone());
+        }
+        let result = tokio::time::timeout(self.timeout, self.open())
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.unavailable(format!("no answer within {:?}", self.timeout)))
+            });
+        match result {
+            Ok(connection) => {
+                let client = connection.client.clone();
+                tracing::info!(server = %self.name, tools = connection.tools.len(), "connected to MCP server");
+                let previous = self.connection.write().await.replace(connection);
+                *self.last_error.write().await = None;
+                if let Some(previous) = previous {
+                    previous.client.cancellation_token().cancel();
+                }
+                Ok(client)
+            }
+            Err(error) => {
+                *self.last_error.write().await = Some(error.reason());
+                self.disconnect().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Connection, UpstreamError> {
+        let token = match &self.id_tokens {
+            Some(source) => Some(
+                source
+                    .token()
+                    .await
+                    .map_err(|error| self.unavailable(error))?,
+            ),
+            None => None,
+        };
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
+        config.reinit_on_expired_session = true;
+        for (name, value) in &self.headers {
+            let header_name = http::HeaderName::try_from(name.as_str())
+                .map_err(|error| self.unavailable(format!("header {name}: {error}")))?;
+            let header_value = http::HeaderValue::try_from(value.as_str())
+                .map_err(|error| self.unavailable(format!("header {name}: {error}")))?;
+            config.custom_headers.insert(header_name, header_value);
+        }
+        if let Some(token) = &token {
+            if config
+                .custom_headers
+                .contains_key(&http::header::AUTHORIZATION)
+            {
+                // The server's own Authorization is taken: Cloud Run also accepts the ID token
+                // in X-Serverless-Authorization, and strips it before the request reaches it.
+                let value = http::HeaderValue::try_from(format!("Bearer {}", token.token))
+                    .map_err(|error| self.unavailable(format!("ID token: {error}")))?;
+                config.custom_headers.insert(
+                    http::HeaderName::from_static("x-serverless-authorization"),
+                    value,
+                );
+            } else {
+                config.auth_header = Some(token.token.clone());
+            }
+        }
+        let client = ClientConfig::new(
+            Default::default(),
+            Implementation::new("agent", env!("CARGO_PKG_VERSION")),
+        )
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .map_err(|error| self.unavailable_because(&error))?;
+        let tools = client
+            .list_all_tools()
+            .await
+            .map_err(|error| self.unavailable_because(&error))?;
+        Ok(Connection {
+            client: Arc::new(client),
+            tools,
+            token,
+        })
+    }
+
+    /// Drops the connection; the next use makes a new one.
+    pub async fn disconnect(&self) {
+        if let Some(connection) = self.connection.write().await.take() {
+            connection.client.cancellation_token().cancel();
+        }
+    }
+
+    /// Checks the connection with a cheap request (and refreshes the tool list), reconnecting
+    /// if needed. Used by the supervisor.
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        let client = self.client().await?;
+        match tokio::time::timeout(
+            self.timeout.min(Duration::from_secs(5)),
+            client.list_all_tools(),
+        )
+        .await
+        {
+            Ok(Ok(tools)) => {
+                if let Some(connection) = self.connection.write().await.as_mut() {
+                    connection.tools = tools;
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                self.disconnect().await;
+                let error = self.unavailable_because(&error);
+                *self.last_error.write().await = Some(error.reason());
+                Err(error)
+            }
+            Err(_) => {
+                self.disconnect().await;
+                Err(UpstreamError::Timeout {
+                    server: self.name.clone(),
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// Calls `tool` with `arguments`, bounded by the call timeout.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let client = self.client().await?;
+        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        match tokio::time::timeout(self.timeout, client.call_tool(request)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                server: self.name.clone(),
+                timeout: self.timeout,
+            }),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ServiceError::McpError(error))) => Err(UpstreamError::Refused {
+                server: self.name.clone(),
+                code: error.code.0,
+                message: error.message.to_string(),
+            }),
+            Ok(Err(error)) => {
+                // The transport failed: make a new connection next time.
+                self.disconnect().await;
+                let error = self.unavailable_because(&error);
+                *self.last_error.write().await = Some(error.reason());
+                Err(error)
+            }
+        }
+    }
+}

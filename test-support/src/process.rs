@@ -1,0 +1,123 @@
+//! A workspace binary running as its own process, with its JSON log lines collected.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// A running service process; killed when dropped.
+pub struct ServiceProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    /// Every JSON log line it has written so far.
+    pub logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `env` (JSON logs forced) and waits for its "listening" log line,
+    /// which carries the bound address.
+    pub fn start(binary: &Path, env: &[(&str, &str)]) -> Self {
+        let label = binary
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut child = Command::new(binary)
+            .env("LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{label} starts: {error}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let collected = logs.clone();
+        let prefix = label.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if !sent
+                        && entry["message"] == "listening"
+                        && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
+                    {
+                        let _ = sender.send(addr);
+                        sent = true;
+                    }
+                    collected.lock().unwrap().push(entry);
+                }
+                // Keep draining so the child never blocks on a full pipe; show it for debugging.
+                println!("[{prefix}] {line}");
+            }
+        });
+        let addr: SocketAddr = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{label} logs its listening address"));
+        Self { addr, child, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Log lines whose message is `message`.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["message"] == message)
+            .cloned()
+            .collect()
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        self.child.wait().expect("the process exits")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A binary of this workspace from the target directory `beside` lives in (pass a test's
+/// `env!("CARGO_BIN_EXE_…")`), built first if a `cargo test -p …` did not build it.
+pub fn workspace_binary(name: &str, beside: &str) -> PathBuf {
+    let directory = Path::new(beside).parent().expect("binary directory");
+    let path = directory.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bin", name])
+            .current_dir(crate::workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
