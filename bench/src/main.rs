@@ -1,6 +1,7 @@
 //! Benchmarks against real processes on this machine. Build first:
 //! `cargo build --release --workspace`, then `target/release/bench <what>`.
 
+mod agent;
 mod jobs;
 mod processes;
 mod stats;
@@ -23,6 +24,12 @@ struct Options {
 
 #[derive(Debug, Subcommand)]
 enum What {
+    /// The agent's overhead per tool call: REST → MCP → sidecar vs straight to the sidecar.
+    AgentOverhead {
+        /// Calls measured each way.
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+    },
     /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
     Jobs {
         /// Jobs measured one at a time for latency.
@@ -39,6 +46,12 @@ async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     std::fs::create_dir_all(&options.out).context("creating the results directory")?;
     match options.what {
+        What::AgentOverhead { calls } => {
+            let report = agent::run(calls).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(options.out.join("agent-overhead.json"), &json)?;
+            println!("{json}");
+        }
         What::Jobs {
             latency_jobs,
             throughput_jobs,
