@@ -5,7 +5,14 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    service_core::telemetry::init(&config.log);
+    let telemetry = service_core::telemetry::init(&config.log, "agent");
+    let served = serve(config).await;
+    // Last, so the spans of the final requests are exported before the exit.
+    telemetry.shutdown();
+    served
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown =
         service_core::shutdown::cancel_on_signal().context("installing signal handlers")?;
     let app = App::build(config, shutdown)

@@ -33,7 +33,10 @@ pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
             ("MCP_LISTEN_ADDR", format!("127.0.0.1:{sidecar_port}")),
             ("REDIS_URL", redis.url()),
             ("ARTIFACT_DIR", artifacts.0.display().to_string()),
-            ("ARTIFACT_SIGNING_KEY", "bench-signing-key-0123456789".to_owned()),
+            (
+                "ARTIFACT_SIGNING_KEY",
+                "bench-signing-key-0123456789".to_owned(),
+            ),
             ("RENDER_WORKERS", "0".to_owned()),
         ],
     )?;
@@ -42,7 +45,10 @@ pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
         &[
             ("PORT", "0".to_owned()),
             ("BIND_ADDR", "127.0.0.1".to_owned()),
-            ("MCP_SERVER_URL", format!("http://127.0.0.1:{sidecar_port}/mcp")),
+            (
+                "MCP_SERVER_URL",
+                format!("http://127.0.0.1:{sidecar_port}/mcp"),
+            ),
         ],
     )?;
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
@@ -51,7 +57,14 @@ pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
 
     // Wait until the agent has connected to the sidecar.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http.post(&agent_url).json(&json!({"a": 1, "b": 1})).send().await?.status() != 200 {
+    while http
+        .post(&agent_url)
+        .json(&json!({"a": 1, "b": 1}))
+        .send()
+        .await?
+        .status()
+        != 200
+    {
         if Instant::now() > deadline {
             bail!("the agent never reached the sidecar");
         }
@@ -76,7 +89,11 @@ pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
             bail!("unexpected direct answer: {body}");
         }
         let started = Instant::now();
-        let response = http.post(&agent_url).json(&json!({"a": 2, "b": 3})).send().await?;
+        let response = http
+            .post(&agent_url)
+            .json(&json!({"a": 2, "b": 3}))
+            .send()
+            .await?;
         let body: serde_json::Value = response.json().await.context("agent answer")?;
         let through_elapsed = started.elapsed();
         if body["structuredContent"]["sum"] != 5 {

@@ -124,6 +124,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: LogConfig,
+
+    /// Whether to keep the `render.queue.depth` gauge up to date (one XLEN every few
+    /// seconds); set by `main` when metrics are exported, not a command-line setting.
+    #[arg(skip)]
+    pub report_queue_depth: bool,
 }
 
 impl Config {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod jobs;
 pub mod render;
 pub mod server;
+pub mod telemetry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -64,9 +65,14 @@ pub struct App {
     local_addr: SocketAddr,
     router: axum::Router,
     workers: Vec<RenderWorker>,
+    store: JobStore,
+    report_queue_depth: bool,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
 }
+
+/// How often the `render.queue.depth` gauge is refreshed (when metrics are exported).
+const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl App {
     /// Binds the listener and builds everything. Serving and the render workers start with
@@ -122,7 +128,7 @@ impl App {
 
         let worker_count = config.render_workers();
         let context = WorkerContext {
-            store,
+            store: store.clone(),
             artifacts,
             renderer: Arc::new(Renderer::new()),
             render_permits: Arc::new(Semaphore::new(worker_count.max(1))),
@@ -145,6 +151,8 @@ impl App {
             local_addr,
             router: http::router(state),
             workers,
+            store,
+            report_queue_depth: config.report_queue_depth,
             shutdown,
             shutdown_grace: config.shutdown_grace,
         })
@@ -163,6 +171,12 @@ impl App {
         let mut workers = tokio::task::JoinSet::new();
         for worker in self.workers {
             workers.spawn(worker.run());
+        }
+        if self.report_queue_depth {
+            workers.spawn(report_queue_depth(
+                self.store.clone(),
+                self.shutdown.child_token(),
+            ));
         }
         let listener = self.listener.tap_io(|stream| {
             // Small JSON-RPC replies must not wait for Nagle's algorithm.
@@ -189,6 +203,19 @@ impl App {
                 tracing::warn!(grace = ?grace, "in-flight work did not finish in time; stopping anyway");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Keeps the `render.queue.depth` gauge current with one XLEN every few seconds.
+async fn report_queue_depth(store: JobStore, shutdown: CancellationToken) {
+    loop {
+        if let Ok(depth) = store.queue_depth().await {
+            telemetry::METRICS.set_queue_depth(depth);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(QUEUE_DEPTH_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -16,8 +16,16 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(config))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    service_core::telemetry::init(&config.log);
+async fn run(mut config: Config) -> anyhow::Result<()> {
+    let telemetry = service_core::telemetry::init(&config.log, "mcp-sidecar");
+    config.report_queue_depth = telemetry.exporting_metrics();
+    let served = serve(config).await;
+    // Last, so the spans of the final requests and jobs are exported before the exit.
+    telemetry.shutdown();
+    served
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown =
         service_core::shutdown::cancel_on_signal().context("installing signal handlers")?;
     let app = App::build(config, shutdown)

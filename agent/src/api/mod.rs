@@ -57,6 +57,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/renders/{id}/events", get(renders::events))
         .route("/v1/chat", post(chat::chat))
         .route("/files/{job_id}", get(files::proxy))
+        .route_layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -65,6 +66,43 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// One server span per request, `<METHOD> <route>`, a child of the caller's trace when the
+/// request carries `traceparent` (or Cloud Run's `X-Cloud-Trace-Context`). Only while spans
+/// are exported.
+async fn trace_request(request: Request, next: axum::middleware::Next) -> Response {
+    if !service_core::telemetry::exporting_traces() {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |path| path.as_str().to_owned(),
+        );
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) =
+        service_core::telemetry::propagation::context_from_headers(request.headers())
+    {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
 }
 
 async fn healthz() -> Json<Value> {

@@ -10,6 +10,7 @@
 
 pub mod config_file;
 pub mod id_token;
+pub mod transport;
 pub mod upstream;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

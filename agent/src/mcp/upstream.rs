@@ -10,15 +10,23 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use rmcp::{
     ServiceExt,
-    model::{CallToolRequestParams, CallToolResult, ClientConfig, Implementation, Tool},
+    model::{
+        CallToolRequestParams, CallToolResult, ClientConfig, Implementation, RequestMetaObject,
+        Tool,
+    },
     service::{RunningService, ServiceError},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
+use service_core::telemetry::propagation;
 use tokio::sync::{Mutex, RwLock};
+use tracing::Instrument;
 
-use super::id_token::{IdToken, IdTokenSource};
+use super::{
+    id_token::{IdToken, IdTokenSource},
+    transport::TracingHttpClient,
+};
 
 pub type Client = RunningService<rmcp::RoleClient, ClientConfig>;
 
@@ -232,11 +240,12 @@ impl Upstream {
                 config.auth_header = Some(token.token.clone());
             }
         }
+        let http = TracingHttpClient::new().map_err(|error| self.unavailable(error))?;
         let client = ClientConfig::new(
             Default::default(),
             Implementation::new("agent", env!("CARGO_PKG_VERSION")),
         )
-        .serve(StreamableHttpClientTransport::from_config(config))
+        .serve(StreamableHttpClientTransport::with_client(http, config))
         .await
         .map_err(|error| self.unavailable_because(&error))?;
         let tools = client
@@ -289,14 +298,53 @@ impl Upstream {
         }
     }
 
-    /// Calls `tool` with `arguments`, bounded by the call timeout.
+    /// Calls `tool` with `arguments`, bounded by the call timeout, in a client span
+    /// (`tools/call <tool>`) whose context goes along as `_meta.traceparent` (and from there
+    /// into the HTTP `traceparent` header, see [`super::transport`]).
     pub async fn call(
         &self,
         tool: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, UpstreamError> {
+        let span = if service_core::telemetry::exporting_traces() {
+            tracing::info_span!(
+                "mcp.client",
+                otel.name = %format!("tools/call {tool}"),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                mcp.method.name = "tools/call",
+                gen_ai.tool.name = %tool,
+                mcp.server = %self.name,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let result = self
+            .call_in_span(tool, arguments)
+            .instrument(span.clone())
+            .await;
+        let failed = match &result {
+            Ok(result) => result.is_error == Some(true),
+            Err(_) => true,
+        };
+        if failed {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn call_in_span(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, UpstreamError> {
         let client = self.client().await?;
-        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let mut request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        if let Some(traceparent) = propagation::current_traceparent() {
+            let mut meta = RequestMetaObject::default();
+            meta.insert("traceparent".to_owned(), traceparent.into());
+            request.meta = Some(meta);
+        }
         match tokio::time::timeout(self.timeout, client.call_tool(request)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 server: self.name.clone(),

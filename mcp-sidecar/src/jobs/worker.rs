@@ -14,9 +14,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use opentelemetry::KeyValue;
+use service_core::telemetry::propagation;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     model::ArtifactRecord,
@@ -28,7 +33,44 @@ use crate::{
         Renderer, Work,
         spec::{RenderSpec, Stage},
     },
+    telemetry::METRICS,
 };
+
+/// The span of one job attempt, `render.job`: a child of the `tools/call start_render` span
+/// stored with the job, whichever sidecar runs it. Always made (not only while exporting):
+/// its `job_id` also goes on every log line written while the job runs.
+fn job_span(job: &ClaimedJob, worker: &str, reclaimed: bool) -> tracing::Span {
+    let span = tracing::info_span!(
+        "render.job",
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        job_id = %job.id,
+        attempt = job.attempt,
+        worker = %worker,
+        reclaimed,
+    );
+    if let Some(parent) = propagation::context_from_traceparent(&job.trace_context) {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The span of one pipeline stage: `render.chart`, `render.parse`, `render.rasterize`,
+/// `render.encode` or `artifact.upload` (with `gcs.upload` inside for the gcs store).
+fn stage_span(stage: Stage) -> tracing::Span {
+    let name = match stage {
+        Stage::Charting => "render.chart",
+        Stage::Parsing => "render.parse",
+        Stage::Rasterizing => "render.rasterize",
+        Stage::Encoding => "render.encode",
+        Stage::Uploading => "artifact.upload",
+    };
+    tracing::info_span!(
+        "render.stage",
+        otel.name = name,
+        otel.status_code = tracing::field::Empty
+    )
+}
 
 /// How long a worker waits on an empty queue before checking for stale jobs again.
 const POLL: Duration = Duration::from_secs(2);
@@ -74,6 +116,23 @@ pub struct RenderWorker {
     context: WorkerContext,
     connection: redis::aio::ConnectionManager,
     shutdown: CancellationToken,
+}
+
+impl Outcome {
+    /// The `outcome` attribute of `render.job.duration`.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Skipped => "skipped",
+            Self::Exhausted => "exhausted",
+            Self::Succeeded => "succeeded",
+            Self::Failed(_) => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Superseded => "superseded",
+            Self::HandedBack => "handed_back",
+            Self::Interrupted(_) => "interrupted",
+        }
+    }
 }
 
 /// Why a job's pipeline stopped short.
@@ -141,28 +200,45 @@ impl RenderWorker {
         let delivered = tokio::select! {
             delivered = async {
                 match store.reclaim_stale(&mut self.connection, &self.name).await? {
-                    Some(entry) => Ok(Some(entry)),
-                    None => store.read_new(&mut self.connection, &self.name, block).await,
+                    Some(entry) => Ok::<_, StoreError>(Some((entry, true))),
+                    None => Ok(store.read_new(&mut self.connection, &self.name, block).await?.map(|entry| (entry, false))),
                 }
             } => delivered?,
             () = self.shutdown.cancelled() => return Ok(Outcome::Idle),
         };
-        let Some((entry, job)) = delivered else {
+        let Some(((entry, job), reclaimed)) = delivered else {
             return Ok(Outcome::Idle);
         };
+        if reclaimed {
+            METRICS.jobs_reclaimed.add(1, &[]);
+        }
         match store.start(&entry, &job, &self.name).await? {
             Delivery::Skipped => Ok(Outcome::Skipped),
             Delivery::Exhausted { id, error } => {
                 tracing::warn!(job_id = %id, %error, "render job failed: out of attempts");
                 Ok(Outcome::Exhausted)
             }
-            // Boxed: the job's future is large and deeply nested; keep it off this one's stack.
-            Delivery::Run(job) => Ok(Box::pin(self.run_claimed(job)).await),
+            Delivery::Run(job) => {
+                let span = job_span(&job, &self.name, reclaimed);
+                let started = Instant::now();
+                // Boxed: the job's future is large and deeply nested; keep it off this one's stack.
+                let outcome = Box::pin(self.run_claimed(job))
+                    .instrument(span.clone())
+                    .await;
+                let label = outcome.label();
+                if matches!(outcome, Outcome::Failed(_) | Outcome::Interrupted(_)) {
+                    span.record("otel.status_code", "ERROR");
+                }
+                METRICS.job_duration.record(
+                    started.elapsed().as_secs_f64(),
+                    &[KeyValue::new("outcome", label)],
+                );
+                Ok(outcome)
+            }
         }
     }
 
     /// Runs a claimed job to its end, or hands it back if shutdown's drain time runs out.
-    #[tracing::instrument(name = "render.job", skip_all, fields(job_id = %job.id, attempt = job.attempt, worker = %self.name))]
     async fn run_claimed(&self, job: ClaimedJob) -> Outcome {
         let drain = self.context.drain;
         let shutdown = self.shutdown.clone();
@@ -190,6 +266,10 @@ impl RenderWorker {
             {
                 Ok(Recorded::Done) => {
                     tracing::info!(bytes = record.bytes, "render job succeeded");
+                    METRICS.artifact_size.record(
+                        record.bytes,
+                        &[KeyValue::new("content_type", record.content_type.clone())],
+                    );
                     Outcome::Succeeded
                 }
                 Ok(Recorded::Rejected { cancelled: true }) => Outcome::Cancelled,
@@ -249,7 +329,11 @@ impl RenderWorker {
                     bytes: bytes.len() as u64,
                     sha256: hex(&Sha256::digest(&bytes)),
                 };
-                let upload = self.context.artifacts.put(&job.id, output, bytes);
+                let upload = self
+                    .context
+                    .artifacts
+                    .put(&job.id, output, bytes)
+                    .instrument(stage_span(*stage));
                 self.while_renewing(job, upload)
                     .await?
                     .map_err(|error| Stop::Failed(format!("upload failed: {error}")))?;
@@ -259,13 +343,19 @@ impl RenderWorker {
             let renderer = self.context.renderer.clone();
             let permits = self.context.render_permits.clone();
             let stage = *stage;
+            let span = stage_span(stage);
             let cpu = async move {
                 let permit = permits
                     .acquire_owned()
                     .await
                     .map_err(|_| "render pool closed".to_owned())?;
                 tokio::task::spawn_blocking(move || {
+                    let _in_stage = span.enter();
                     let result = renderer.advance(stage, work);
+                    if let Err(error) = &result {
+                        span.record("otel.status_code", "ERROR");
+                        tracing::info!(%error, "render stage failed");
+                    }
                     drop(permit);
                     result
                 })

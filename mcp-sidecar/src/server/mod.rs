@@ -26,6 +26,11 @@ use rmcp::{
     service::RequestContext,
 };
 use schemars::JsonSchema;
+use service_core::telemetry::propagation;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::METRICS;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
@@ -193,12 +198,87 @@ impl ServerHandler for McpServer {
             .cloned()
     }
 
-    #[tracing::instrument(name = "tools/call", skip_all, fields(tool = %request.name))]
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let tool = request.name.clone();
+        let span = tool_span(&tool, &context);
+        let result = self.run_tool(request).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                let code = result
+                    .structured_content
+                    .as_ref()
+                    .and_then(|content| content["code"].as_str())
+                    .unwrap_or("error")
+                    .to_owned();
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", code.as_str());
+                "error"
+            }
+            Ok(_) => "ok",
+            Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.code.0);
+                "protocol_error"
+            }
+        };
+        METRICS.tool_call(&tool, outcome);
+        result
+    }
+
+    /// The sidecar sends no `notifications/message`: its logs go to stdout and from there to
+    /// Cloud Logging. Any level is therefore honoured trivially, and accepting the request
+    /// keeps clients that set one working. (SEP-2577 deprecates MCP logging from 2026-07-28;
+    /// the 2025 protocol versions clients negotiate today still define it.)
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        Ok(())
+    }
+}
+
+/// The span of one tool call, `tools/call <tool>`, a child of the caller's span when the HTTP
+/// request (`traceparent`, or Cloud Run's `X-Cloud-Trace-Context`) or the request's `_meta`
+/// (`traceparent`) names one. Only made while spans are exported: tool calls are the hot path.
+fn tool_span(tool: &str, context: &RequestContext<RoleServer>) -> tracing::Span {
+    if !service_core::telemetry::exporting_traces() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "tools/call",
+        otel.name = %format!("tools/call {tool}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        mcp.method.name = "tools/call",
+        gen_ai.tool.name = %tool,
+        job_id = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let parent = context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| propagation::context_from_headers(&parts.headers))
+        .or_else(|| {
+            context
+                .meta
+                .get("traceparent")
+                .and_then(|value| value.as_str())
+                .and_then(propagation::context_from_traceparent)
+        });
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+impl McpServer {
+    async fn run_tool(&self, request: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
         let arguments = request.arguments.unwrap_or_default();
         let render = &self.shared.render;
         let result = match request.name.as_ref() {
@@ -218,19 +298,6 @@ impl ServerHandler for McpServer {
             }
         };
         Ok(result.into())
-    }
-
-    /// The sidecar sends no `notifications/message`: its logs go to stdout and from there to
-    /// Cloud Logging. Any level is therefore honoured trivially, and accepting the request
-    /// keeps clients that set one working. (SEP-2577 deprecates MCP logging from 2026-07-28;
-    /// the 2025 protocol versions clients negotiate today still define it.)
-    #[allow(deprecated)]
-    async fn set_level(
-        &self,
-        _request: rmcp::model::SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        Ok(())
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use service_core::telemetry::propagation;
+
 use crate::{
     artifacts::ArtifactStore,
     jobs::{
@@ -132,7 +134,8 @@ impl RenderTools {
                 &spec.to_json(),
                 total_stages,
                 input.idempotency_key.as_deref(),
-                "",
+                // The worker continues this trace, whichever sidecar runs the job.
+                &propagation::current_traceparent().unwrap_or_default(),
             )
             .await?;
         tracing::Span::current().record("job_id", id.as_str());
@@ -150,11 +153,13 @@ impl RenderTools {
 
     pub async fn status(&self, input: JobIdInput) -> Result<JobStatus, RenderToolError> {
         let id: JobId = input.job_id.parse()?;
+        tracing::Span::current().record("job_id", id.as_str());
         Ok(self.store.status(&id).await?)
     }
 
     pub async fn result(&self, input: JobIdInput) -> Result<JobResult, RenderToolError> {
         let id: JobId = input.job_id.parse()?;
+        tracing::Span::current().record("job_id", id.as_str());
         let (mut result, record) = self.store.artifact(&id).await?;
         if let Some(record) = record {
             let signed = self
@@ -170,6 +175,7 @@ impl RenderTools {
 
     pub async fn cancel(&self, input: JobIdInput) -> Result<JobStatus, RenderToolError> {
         let id: JobId = input.job_id.parse()?;
+        tracing::Span::current().record("job_id", id.as_str());
         Ok(self.store.cancel(&id).await?)
     }
 
