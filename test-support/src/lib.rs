@@ -3,6 +3,7 @@
 //! tools installed under `.tools/` by `scripts/install-test-tools`.
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod otlp;
 pub mod process;
 pub mod redis_server;
 

@@ -41,6 +41,15 @@ impl Stack {
     /// Starts everything; `sidecar_mode` is `stateless` or `stateful`; `agent_env` adds to or
     /// overrides the agent's environment.
     pub fn start(sidecar_mode: &str, agent_env: &[(&str, &str)]) -> Self {
+        Self::start_with(sidecar_mode, &[], agent_env)
+    }
+
+    /// [`Stack::start`] with extra (or overriding) sidecar settings too.
+    pub fn start_with(
+        sidecar_mode: &str,
+        sidecar_extra: &[(&str, &str)],
+        agent_env: &[(&str, &str)],
+    ) -> Self {
         let redis = Arc::new(RedisServer::start());
         let artifact_dir = temp_dir("agent-artifacts");
         let agent_port = free_port();
@@ -61,6 +70,11 @@ impl Stack {
             ),
             ("RENDER_WORKERS".into(), "2".into()),
         ];
+        let mut sidecar_env = sidecar_env;
+        for (key, value) in sidecar_extra {
+            sidecar_env.retain(|(existing, _)| existing != key);
+            sidecar_env.push(((*key).to_owned(), (*value).to_owned()));
+        }
         let sidecar = start_sidecar(&sidecar_env);
         let mut env: Vec<(&str, String)> = vec![
             ("PORT", agent_port.to_string()),
@@ -109,6 +123,19 @@ impl Stack {
         if let Some(mut sidecar) = self.sidecar.take() {
             sidecar.kill();
         }
+    }
+
+    /// Another sidecar on the same Redis and artifact directory (its own free port), with
+    /// `overrides` on top of the first one's settings.
+    pub fn extra_sidecar(&self, overrides: &[(&str, &str)]) -> ServiceProcess {
+        let mut env = self.sidecar_env.clone();
+        env.retain(|(key, _)| key != "MCP_LISTEN_ADDR");
+        env.push(("MCP_LISTEN_ADDR".into(), "127.0.0.1:0".into()));
+        for (key, value) in overrides {
+            env.retain(|(existing, _)| existing != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        start_sidecar(&env)
     }
 
     /// Starts the sidecar again, on the same port with the same settings.
