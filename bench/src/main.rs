@@ -3,8 +3,10 @@
 
 mod agent;
 mod jobs;
+mod load;
 mod processes;
 mod stats;
+mod tracing_overhead;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,15 @@ enum What {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
     },
+    /// Tool-call throughput of a sidecar exporting spans over OTLP vs one that does not.
+    TracingOverhead {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        calls_each: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
     Jobs {
         /// Jobs measured one at a time for latency.
@@ -46,6 +57,16 @@ async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     std::fs::create_dir_all(&options.out).context("creating the results directory")?;
     match options.what {
+        What::TracingOverhead {
+            clients,
+            calls_each,
+            rounds,
+        } => {
+            let report = tracing_overhead::run(clients, calls_each, rounds).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(options.out.join("tracing-overhead.json"), &json)?;
+            println!("{json}");
+        }
         What::AgentOverhead { calls } => {
             let report = agent::run(calls).await?;
             let json = serde_json::to_string_pretty(&report)?;
