@@ -6,7 +6,7 @@
 //! and `notifications/initialized` per client first, then calls carrying `Mcp-Session-Id`;
 //! their answers may be SSE, which is read to the end of the response.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -43,9 +43,9 @@ const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"n
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
 const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
-type Sender = http1::SendRequest<Full<Bytes>>;
+pub type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
+pub async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
@@ -76,7 +76,7 @@ fn request(
 }
 
 /// Sends one request and returns the status and the whole body.
-async fn send(
+pub async fn send(
     sender: &mut Sender,
     request: Request<Full<Bytes>>,
 ) -> anyhow::Result<(u16, Bytes, Option<String>)> {
@@ -180,23 +180,20 @@ pub async fn run(
 }
 
 /// A minimal axum endpoint answering the benchmark's POST with the body a stateless MCP
-/// server would send: the ceiling for HTTP on this machine.
-pub async fn raw_ceiling() -> anyhow::Result<std::net::SocketAddr> {
+/// server would send: the ceiling for HTTP on this machine. Runs until killed.
+pub async fn serve_raw(port: u16) -> anyhow::Result<()> {
     const ANSWER: &str = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"{\"sum\":5}"}],"structuredContent":{"sum":5},"isError":false}}"#;
     let app = axum::Router::new().route(
         "/mcp",
         axum::routing::post(|| async { ([("content-type", "application/json")], ANSWER) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        axum::serve(listener, app).await
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
     });
-    Ok(addr)
+    axum::serve(listener, app).await?;
+    Ok(())
 }
 
 /// A sink for OTLP/HTTP exports (answers 200, keeps nothing), to measure tracing's cost
@@ -209,16 +206,4 @@ pub async fn otlp_sink() -> anyhow::Result<std::net::SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
-}
-
-/// Waits until `addr` accepts TCP connections.
-pub async fn wait_for_port(addr: std::net::SocketAddr, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("{addr} never accepted connections");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@ mod jobs;
 mod load;
 mod processes;
 mod stats;
+mod suite;
 mod tracing_overhead;
 
 use std::path::PathBuf;
@@ -32,6 +33,30 @@ enum What {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
     },
+    /// Everything below plus load, cold start and memory against the reference servers;
+    /// writes results/all.json and bench/RESULTS.md.
+    All {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Calls per client for our servers and the raw ceiling.
+        #[arg(long, default_value_t = 2000)]
+        calls_each: usize,
+        /// Calls per client for the FastMCP reference (it is much slower).
+        #[arg(long, default_value_t = 50)]
+        reference_calls_each: usize,
+        #[arg(long, default_value_t = 5000)]
+        sequential_calls: usize,
+        #[arg(long, default_value_t = 11)]
+        cold_start_runs: usize,
+        /// Python with `fastmcp` installed (scripts/bench installs one).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bench-venv/bin/python"))]
+        python: PathBuf,
+    },
+    /// Serves the raw axum ceiling endpoint (used by `all`; not a benchmark itself).
+    RawServer {
+        #[arg(long)]
+        port: u16,
+    },
     /// Tool-call throughput of a sidecar exporting spans over OTLP vs one that does not.
     TracingOverhead {
         #[arg(long, default_value_t = 32)]
@@ -57,6 +82,29 @@ async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     std::fs::create_dir_all(&options.out).context("creating the results directory")?;
     match options.what {
+        What::All {
+            clients,
+            calls_each,
+            reference_calls_each,
+            sequential_calls,
+            cold_start_runs,
+            python,
+        } => {
+            let report = suite::run(suite::SuiteOptions {
+                clients,
+                calls_each,
+                reference_calls_each,
+                sequential_calls,
+                cold_start_runs,
+                python,
+            })
+            .await?;
+            std::fs::write(options.out.join("all.json"), serde_json::to_string_pretty(&report)?)?;
+            let markdown = suite::markdown(&report);
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"), &markdown)?;
+            println!("{markdown}");
+        }
+        What::RawServer { port } => load::serve_raw(port).await?,
         What::TracingOverhead {
             clients,
             calls_each,

@@ -95,6 +95,50 @@ impl Server {
             .with_context(|| format!("{} did not log its address", binary.display()))?;
         Ok(Self { addr, child })
     }
+
+    /// Starts any command that will listen on `addr`, and waits until it accepts connections.
+    pub fn start_command(mut command: Command, addr: SocketAddr) -> anyhow::Result<Self> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the server")?;
+        let server = Self { addr, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("{addr} never accepted connections");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// (resident, peak resident) memory in KiB, from /proc.
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        memory_kib(self.pid())
+    }
+}
+
+/// (VmRSS, VmHWM) of a process, in KiB.
+pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("a number")?
+            .parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 impl Drop for Server {

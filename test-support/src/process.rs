@@ -105,11 +105,16 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// A binary of this workspace from the target directory `beside` lives in (pass a test's
-/// `env!("CARGO_BIN_EXE_…")`), built first if a `cargo test -p …` did not build it.
-pub fn workspace_binary(name: &str, beside: &str) -> PathBuf {
-    let directory = Path::new(beside).parent().expect("binary directory");
-    let path = directory.join(name);
+/// The workspace's target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+/// A debug binary of this workspace, built first if a `cargo test -p …` did not build it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)

@@ -24,7 +24,7 @@ use test_support::{
 pub const SIGNING_KEY: &str = "agent-test-signing-key-0123456789";
 
 fn sidecar_binary() -> PathBuf {
-    workspace_binary("mcp-sidecar", env!("CARGO_BIN_EXE_agent"))
+    workspace_binary("mcp-sidecar")
 }
 
 /// One Cloud Run instance, locally: Redis, the sidecar on a fixed loopback port, and the agent

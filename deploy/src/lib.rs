@@ -1,0 +1,121 @@
+//! Reading the deploy files for the checks in `tests/`: YAML as JSON values, the containers of
+//! a Cloud Run service or a Kubernetes Pod, the settings a binary accepts, and validation
+//! against the vendored JSON schemas (`deploy/schemas/`, see its SOURCES.md).
+#![allow(clippy::unwrap_used)] // test support: a failure should panic loudly
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+pub use test_support::workspace_root;
+
+/// A file of the workspace, by its path from the root.
+pub fn path(relative: &str) -> PathBuf {
+    workspace_root().join(relative)
+}
+
+/// Every YAML document in `relative`, as JSON values.
+pub fn yaml_documents(relative: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path(relative))
+        .unwrap_or_else(|error| panic!("reading {relative}: {error}"));
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap_or_else(|error| panic!("{relative} is not valid YAML: {error}"))
+        .into_iter()
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// The single YAML document in `relative`.
+pub fn yaml(relative: &str) -> Value {
+    let mut documents = yaml_documents(relative);
+    assert_eq!(documents.len(), 1, "{relative} holds one document");
+    documents.remove(0)
+}
+
+/// Validation errors of `instance` against the schema file `schema` (empty when valid).
+/// `pointer` selects a subschema (e.g. `/$defs/Container`); "" validates against the root.
+pub fn schema_errors(schema: &str, pointer: &str, instance: &Value) -> Vec<String> {
+    let text = std::fs::read_to_string(path(&format!("deploy/schemas/{schema}"))).unwrap();
+    let mut schema: Value = serde_json::from_str(&text).unwrap();
+    if !pointer.is_empty() {
+        // Validate against one definition, keeping every definition it may refer to.
+        let definitions = schema.get("$defs").cloned().unwrap_or_default();
+        schema = serde_json::json!({
+            "$schema": schema["$schema"],
+            "$ref": format!("#{pointer}"),
+            "$defs": definitions,
+        });
+    }
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator
+        .iter_errors(instance)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect()
+}
+
+/// The containers of a Cloud Run service or a Pod (`spec.template.spec.containers` or
+/// `spec.containers`).
+pub fn containers(resource: &Value) -> Vec<Value> {
+    let containers = resource["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .or_else(|| resource["spec"]["containers"].as_array());
+    containers.cloned().unwrap_or_default()
+}
+
+pub fn container<'a>(containers: &'a [Value], name: &str) -> &'a Value {
+    containers
+        .iter()
+        .find(|container| container["name"] == name)
+        .unwrap_or_else(|| panic!("no container `{name}`"))
+}
+
+/// The names of a container's env entries.
+pub fn env_names(container: &Value) -> BTreeSet<String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The plain values of a container's env (entries from secrets are left out).
+pub fn env_values(container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            Some((entry["name"].as_str()?.to_owned(), entry["value"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The environment variables a binary documents in `--help` (`[env: NAME=…]`).
+pub fn accepted_env(binary: &Path) -> BTreeSet<String> {
+    let output = Command::new(binary).arg("--help").output().unwrap();
+    assert!(output.status.success(), "{} --help", binary.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `cargo build …` command a Dockerfile runs, as its words.
+pub fn dockerfile_cargo_build(relative: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path(relative)).unwrap();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("RUN cargo build"))
+        .unwrap_or_else(|| panic!("{relative} has a `RUN cargo build` line"));
+    line.trim_start_matches("RUN ")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}

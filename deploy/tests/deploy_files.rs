@@ -1,0 +1,251 @@
+//! The deploy files, checked against their JSON schemas and against the rules the schemas
+//! cannot express: what Cloud Run accepts, what the local loop must mirror, and what the two
+//! binaries actually accept.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use deploy_checks::{
+    accepted_env, container, containers, dockerfile_cargo_build, env_names, schema_errors, yaml,
+    yaml_documents,
+};
+use serde_json::Value;
+
+fn service() -> Value {
+    yaml("service.yaml")
+}
+
+fn template_annotations(service: &Value) -> BTreeMap<String, String> {
+    service["spec"]["template"]["metadata"]["annotations"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// The Pod of the local loop (the one document of kind Pod in deploy/local/pod.yaml).
+fn local_pod() -> Value {
+    yaml_documents("deploy/local/pod.yaml")
+        .into_iter()
+        .find(|document| document["kind"] == "Pod")
+        .expect("deploy/local/pod.yaml has a Pod")
+}
+
+#[test]
+fn service_cloudbuild_and_skaffold_files_validate_against_their_schemas() {
+    for (file, schema) in [
+        ("service.yaml", "cloud-run-v1.schemastore.json"),
+        ("cloudbuild.yaml", "cloudbuild.schemastore.json"),
+        ("skaffold.yaml", "skaffold-v4beta14.json"),
+    ] {
+        let errors = schema_errors(schema, "", &yaml(file));
+        assert!(errors.is_empty(), "{file}:\n{}", errors.join("\n"));
+    }
+    // The skaffold schema does not pin its version.
+    assert_eq!(yaml("skaffold.yaml")["apiVersion"], "skaffold/v4beta14");
+    assert_eq!(service()["apiVersion"], "serving.knative.dev/v1");
+    assert_eq!(service()["kind"], "Service");
+}
+
+#[test]
+fn the_local_pods_containers_validate_against_the_container_schema() {
+    for container in containers(&local_pod()) {
+        let errors = schema_errors("cloud-run-v1.schemastore.json", "/$defs/Container", &container);
+        assert!(errors.is_empty(), "{}: {}", container["name"], errors.join("\n"));
+    }
+}
+
+#[test]
+fn the_service_follows_cloud_runs_multi_container_rules() {
+    let service = service();
+    let containers = containers(&service);
+    let names: BTreeSet<String> = containers.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
+    assert!(names.contains("agent") && names.contains("mcp-sidecar"), "{names:?}");
+
+    // Exactly one container receives requests: the agent, on 8080.
+    let with_ports: Vec<&Value> = containers.iter().filter(|c| c.get("ports").is_some()).collect();
+    assert_eq!(with_ports.len(), 1, "exactly one container has ports");
+    assert_eq!(with_ports[0]["name"], "agent");
+    assert_eq!(with_ports[0]["ports"][0]["containerPort"], 8080);
+
+    // Every container the dependency annotation names exists and has a startup probe.
+    let annotations = template_annotations(&service);
+    let dependencies: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&annotations["run.googleapis.com/container-dependencies"]).unwrap();
+    assert!(dependencies["agent"].contains(&"mcp-sidecar".to_owned()), "{dependencies:?}");
+    for (dependent, needs) in &dependencies {
+        for name in std::iter::once(dependent).chain(needs) {
+            let container = container(&containers, name);
+            assert!(container.get("startupProbe").is_some(), "{name} has a startup probe");
+        }
+    }
+    for container in &containers {
+        assert!(container.get("startupProbe").is_some(), "{}: startup probe", container["name"]);
+        assert!(
+            container["livenessProbe"].get("tcpSocket").is_none(),
+            "{}: Cloud Run rejects TCP liveness probes",
+            container["name"]
+        );
+        let limits = &container["resources"]["limits"];
+        assert!(limits["cpu"].is_string() && limits["memory"].is_string(), "{}: limits", container["name"]);
+    }
+
+    // Background render jobs need CPU after the response, on the second generation runtime.
+    assert_eq!(annotations["run.googleapis.com/cpu-throttling"], "false");
+    assert_eq!(annotations["run.googleapis.com/execution-environment"], "gen2");
+    assert!(annotations.contains_key("run.googleapis.com/network-interfaces"), "Direct VPC egress");
+    assert!(service["spec"]["template"]["spec"]["serviceAccountName"].is_string());
+
+    // The sidecar listens on loopback 3000, and reaches Redis through a secret.
+    let sidecar = container(&containers, "mcp-sidecar");
+    let env = sidecar["env"].as_array().unwrap();
+    let value = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap_or_default();
+    assert_eq!(value("MCP_LISTEN_ADDR")["value"], "127.0.0.1:3000");
+    assert!(value("REDIS_URL")["valueFrom"]["secretKeyRef"]["name"].is_string(), "REDIS_URL from Secret Manager");
+    assert_eq!(value("ARTIFACT_STORE")["value"], "gcs");
+    assert!(value("GCS_BUCKET")["value"].is_string());
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["port"], 3000);
+    let agent = container(&containers, "agent");
+    let agent_env = agent["env"].as_array().unwrap();
+    let mcp_url = agent_env.iter().find(|e| e["name"] == "MCP_SERVER_URL").unwrap();
+    assert_eq!(mcp_url["value"], "http://127.0.0.1:3000/mcp");
+}
+
+/// Image references in the service: the bare names skaffold and Cloud Build replace.
+fn image_placeholders(resource: &Value) -> BTreeSet<String> {
+    containers(resource)
+        .iter()
+        .filter_map(|c| c["image"].as_str())
+        .filter(|image| !image.contains('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn skaffold_artifacts_and_cloud_build_images_are_the_services_placeholders() {
+    let placeholders = image_placeholders(&service());
+    assert_eq!(placeholders, BTreeSet::from(["agent".to_owned(), "mcp-sidecar".to_owned()]));
+    let skaffold = yaml("skaffold.yaml");
+    let artifacts: BTreeSet<String> = skaffold["build"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|artifact| artifact["image"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(artifacts, placeholders, "skaffold builds exactly the placeholders");
+    for artifact in skaffold["build"]["artifacts"].as_array().unwrap() {
+        let image = artifact["image"].as_str().unwrap();
+        assert_eq!(artifact["docker"]["dockerfile"], format!("{image}/Dockerfile"));
+    }
+    assert_eq!(image_placeholders(&local_pod()), placeholders, "the local Pod uses them too");
+    // Cloud Build builds each placeholder's Dockerfile and substitutes the digest-pinned name.
+    let cloudbuild = std::fs::read_to_string(deploy_checks::path("cloudbuild.yaml")).unwrap();
+    for image in &placeholders {
+        assert!(cloudbuild.contains(&format!("{image}/Dockerfile")), "cloudbuild builds {image}");
+        assert!(cloudbuild.contains(&format!("image: {image}")), "cloudbuild replaces `image: {image}`");
+    }
+    assert!(cloudbuild.contains("gcloud") && cloudbuild.contains("services") && cloudbuild.contains("replace"));
+}
+
+#[test]
+fn the_local_pod_mirrors_the_services_containers_env_ports_and_probes() {
+    let service = containers(&service());
+    let local = containers(&local_pod());
+    let names = |containers: &[Value]| -> BTreeSet<String> {
+        containers.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&local), names(&service), "same containers");
+    for deployed in &service {
+        let name = deployed["name"].as_str().unwrap();
+        let mirrored = container(&local, name);
+        assert_eq!(env_names(mirrored), env_names(deployed), "{name}: env names");
+        assert_eq!(mirrored.get("ports"), deployed.get("ports"), "{name}: ports");
+        for probe in ["startupProbe", "livenessProbe"] {
+            assert_eq!(mirrored[probe]["httpGet"], deployed[probe]["httpGet"], "{name}: {probe}");
+        }
+    }
+}
+
+/// Variables every binary honours that are not its own settings.
+fn standard(name: &str) -> bool {
+    name.starts_with("OTEL_")
+        || ["RUST_LOG", "GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST"]
+            .contains(&name)
+}
+
+#[test]
+fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
+    let binaries = [
+        ("agent", test_support::process::workspace_binary("agent")),
+        ("mcp-sidecar", test_support::process::workspace_binary("mcp-sidecar")),
+    ];
+    let mut sources: Vec<(String, Vec<Value>)> = vec![
+        ("service.yaml".into(), containers(&service())),
+        ("deploy/local/pod.yaml".into(), containers(&local_pod())),
+    ];
+    // compose.yaml: services with environment maps.
+    let compose = yaml("compose.yaml");
+    let compose_containers = compose["services"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, service)| {
+            let env: Vec<Value> = match &service["environment"] {
+                Value::Object(map) => map.keys().map(|key| serde_json::json!({"name": key})).collect(),
+                Value::Array(list) => list
+                    .iter()
+                    .filter_map(|entry| entry.as_str())
+                    .map(|entry| serde_json::json!({"name": entry.split('=').next().unwrap()}))
+                    .collect(),
+                _ => vec![],
+            };
+            serde_json::json!({"name": name, "env": env})
+        })
+        .collect();
+    sources.push(("compose.yaml".into(), compose_containers));
+
+    for (binary_name, binary) in &binaries {
+        let accepted = accepted_env(binary);
+        assert!(accepted.len() > 5, "{binary_name} --help lists its settings");
+        for (file, containers) in &sources {
+            let Some(container) = containers.iter().find(|c| c["name"] == *binary_name) else {
+                panic!("{file} has no {binary_name} container");
+            };
+            for name in env_names(container) {
+                assert!(
+                    accepted.contains(&name) || standard(&name) || name == "PORT",
+                    "{file}: {binary_name} does not accept {name} (its --help lists {accepted:?})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_dockerfiles_build_the_binaries_with_the_command_the_tests_use() {
+    for binary in ["agent", "mcp-sidecar"] {
+        let command = dockerfile_cargo_build(&format!("{binary}/Dockerfile"));
+        assert_eq!(
+            command,
+            deploy_checks_release_command(binary),
+            "{binary}/Dockerfile builds with the checked command"
+        );
+        let dockerfile = std::fs::read_to_string(deploy_checks::path(&format!("{binary}/Dockerfile"))).unwrap();
+        assert!(dockerfile.contains("distroless"), "{binary}: minimal runtime image");
+        assert!(dockerfile.contains("USER nonroot"), "{binary}: non-root");
+        assert!(dockerfile.contains("cargo chef cook"), "{binary}: dependency layer cached apart");
+    }
+    let ignored = std::fs::read_to_string(deploy_checks::path(".dockerignore")).unwrap();
+    for entry in ["target/", ".tools/", ".git/", "*.pem", ".env"] {
+        assert!(ignored.contains(entry), ".dockerignore keeps {entry} out");
+    }
+}
+
+/// The release build command (also what `tests/release_binaries.rs` runs).
+fn deploy_checks_release_command(binary: &str) -> Vec<String> {
+    ["cargo", "build", "--release", "--locked", "-p", binary, "--bin", binary]
+        .iter()
+        .map(|word| (*word).to_owned())
+        .collect()
+}
