@@ -2,6 +2,11 @@ use agent::{App, config::Config};
 use anyhow::Context;
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: many small, short-lived allocations across threads
+/// per request (see mcp-sidecar's main.rs for the profile that led here).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

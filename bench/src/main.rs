@@ -48,9 +48,24 @@ enum What {
         sequential_calls: usize,
         #[arg(long, default_value_t = 11)]
         cold_start_runs: usize,
+        /// Alternating raw-axum / sidecar rounds for the ceiling ratio (median is the verdict).
+        #[arg(long, default_value_t = 5)]
+        ceiling_rounds: usize,
         /// Python with `fastmcp` installed (scripts/bench installs one).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bench-venv/bin/python"))]
         python: PathBuf,
+    },
+    /// Load against a running server (for profiling): tools/call add from N clients.
+    Load {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 2000)]
+        calls_each: usize,
+        /// Open an MCP session per client (for a stateful server).
+        #[arg(long)]
+        session: bool,
     },
     /// Serves the raw axum ceiling endpoint (used by `all`; not a benchmark itself).
     RawServer {
@@ -88,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             reference_calls_each,
             sequential_calls,
             cold_start_runs,
+            ceiling_rounds,
             python,
         } => {
             let report = suite::run(suite::SuiteOptions {
@@ -96,15 +112,36 @@ async fn main() -> anyhow::Result<()> {
                 reference_calls_each,
                 sequential_calls,
                 cold_start_runs,
+                ceiling_rounds,
                 python,
             })
             .await?;
-            std::fs::write(options.out.join("all.json"), serde_json::to_string_pretty(&report)?)?;
+            std::fs::write(
+                options.out.join("all.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
             let markdown = suite::markdown(&report);
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"), &markdown)?;
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"),
+                &markdown,
+            )?;
             println!("{markdown}");
         }
         What::RawServer { port } => load::serve_raw(port).await?,
+        What::Load {
+            addr,
+            clients,
+            calls_each,
+            session,
+        } => {
+            let dialect = if session {
+                load::Dialect::Session
+            } else {
+                load::Dialect::Stateless
+            };
+            let report = load::run(addr, "/mcp", dialect, clients, calls_each, false).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         What::TracingOverhead {
             clients,
             calls_each,

@@ -65,6 +65,16 @@ pub struct SuiteReport {
     pub scale: Vec<ScaleReport>,
     pub agent_rss_after_start_kib: u64,
     pub agent_peak_rss_under_load_kib: u64,
+    pub ceiling_rounds: Vec<CeilingRound>,
+}
+
+/// One round of the alternating ceiling comparison: raw axum, then the stateless sidecar,
+/// both already running, measured back to back so both see the same machine noise.
+#[derive(Debug, Serialize)]
+pub struct CeilingRound {
+    pub raw_calls_per_second: f64,
+    pub sidecar_calls_per_second: f64,
+    pub ratio: f64,
 }
 
 pub struct SuiteOptions {
@@ -73,17 +83,26 @@ pub struct SuiteOptions {
     pub reference_calls_each: usize,
     pub sequential_calls: usize,
     pub cold_start_runs: usize,
+    pub ceiling_rounds: usize,
     pub python: PathBuf,
 }
 
-fn sidecar_env(redis: &Redis, artifacts: &TempDir, addr: &str, mode: &str) -> Vec<(&'static str, String)> {
+fn sidecar_env(
+    redis: &Redis,
+    artifacts: &TempDir,
+    addr: &str,
+    mode: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("MCP_LISTEN_ADDR", addr.to_owned()),
         ("MCP_SESSION_MODE", mode.to_owned()),
         ("REDIS_URL", redis.url()),
         ("REDIS_KEY_PREFIX", "bench:".to_owned()),
         ("ARTIFACT_DIR", artifacts.0.display().to_string()),
-        ("ARTIFACT_SIGNING_KEY", "bench-signing-key-0123456789".to_owned()),
+        (
+            "ARTIFACT_SIGNING_KEY",
+            "bench-signing-key-0123456789".to_owned(),
+        ),
         ("RENDER_WORKERS", "2".to_owned()),
     ]
 }
@@ -91,7 +110,10 @@ fn sidecar_env(redis: &Redis, artifacts: &TempDir, addr: &str, mode: &str) -> Ve
 fn fastmcp_command(python: &PathBuf, port: u16) -> Command {
     let mut command = Command::new(python);
     command
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/reference/fastmcp_server.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/reference/fastmcp_server.py"
+        ))
         .env("PORT", port.to_string());
     command
 }
@@ -115,7 +137,10 @@ async fn measure(
     let (_, peak_rss_under_load_kib) = memory_kib(pid)?;
     println!(
         "{name}: {:.0} calls/s with {clients} clients (p99 {:.3} ms), sequential p50 {:.3} ms, errors {}",
-        concurrent.calls_per_second, concurrent.latency.p99_ms, sequential.latency.p50_ms, concurrent.errors
+        concurrent.calls_per_second,
+        concurrent.latency.p99_ms,
+        sequential.latency.p50_ms,
+        concurrent.errors
     );
     Ok(TargetReport {
         name: name.to_owned(),
@@ -139,7 +164,11 @@ fn exchange(addr: SocketAddr, request: &str) -> Option<(u16, String)> {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Option<u16> {
-    exchange(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")).map(|(status, _)| status)
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
+    .map(|(status, _)| status)
 }
 
 fn initialize(addr: SocketAddr) -> bool {
@@ -148,7 +177,8 @@ fn initialize(addr: SocketAddr) -> bool {
         "POST /mcp HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    exchange(addr, &request).is_some_and(|(status, reply)| status == 200 && reply.contains("\"result\""))
+    exchange(addr, &request)
+        .is_some_and(|(status, reply)| status == 200 && reply.contains("\"result\""))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -170,7 +200,9 @@ fn cold_start(
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = make(port);
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let started = Instant::now();
         let mut child = command.spawn().context("starting for cold start")?;
         let deadline = started + Duration::from_secs(30);
@@ -202,12 +234,19 @@ fn cold_start(
         to_health_ms: median(to_health),
         to_ready_ms: median(to_ready),
     };
-    println!("cold start {name}: health {:.1} ms, ready {:.1} ms", report.to_health_ms, report.to_ready_ms);
+    println!(
+        "cold start {name}: health {:.1} ms, ready {:.1} ms",
+        report.to_health_ms, report.to_ready_ms
+    );
     Ok(report)
 }
 
 /// Writes `count` finished job records (and their recent-list entries) straight into Redis.
-fn populate_finished_jobs(redis: &Redis, prefix: &str, count: usize) -> anyhow::Result<Vec<String>> {
+fn populate_finished_jobs(
+    redis: &Redis,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     let mut connection = redis.connection()?;
     let mut ids = Vec::with_capacity(count);
     for chunk in 0..count.div_ceil(1000) {
@@ -217,7 +256,16 @@ fn populate_finished_jobs(redis: &Redis, prefix: &str, count: usize) -> anyhow::
             pipeline
                 .cmd("HSET")
                 .arg(format!("{prefix}job:{id}"))
-                .arg(&["state", "succeeded", "stage", "4", "total_stages", "4", "message", "[4/4] done"])
+                .arg(&[
+                    "state",
+                    "succeeded",
+                    "stage",
+                    "4",
+                    "total_stages",
+                    "4",
+                    "message",
+                    "[4/4] done",
+                ])
                 .ignore()
                 .cmd("ZADD")
                 .arg(format!("{prefix}recent"))
@@ -247,7 +295,10 @@ async fn status_latency(addr: SocketAddr, ids: &[String], calls: usize) -> anyho
         let started = Instant::now();
         let (status, reply, _) = load::send(&mut sender, request).await?;
         if status != 200 || !reply.windows(11).any(|w| w == br#""succeeded""#) {
-            bail!("status call failed: {status} {}", String::from_utf8_lossy(&reply));
+            bail!(
+                "status call failed: {status} {}",
+                String::from_utf8_lossy(&reply)
+            );
         }
         if call >= 200 {
             samples.push(started.elapsed());
@@ -270,18 +321,37 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
     raw_command.args(["raw-server", "--port", &raw_port.to_string()]);
     let raw = Server::start_command(raw_command, ([127, 0, 0, 1], raw_port).into())?;
     targets.push(
-        measure("raw axum (ceiling)", raw.addr, raw.pid(), Dialect::Raw, options.clients, options.calls_each, options.sequential_calls)
-            .await?,
+        measure(
+            "raw axum (ceiling)",
+            raw.addr,
+            raw.pid(),
+            Dialect::Raw,
+            options.clients,
+            options.calls_each,
+            options.sequential_calls,
+        )
+        .await?,
     );
     drop(raw);
     for (name, mode, dialect) in [
         ("mcp-sidecar stateless", "stateless", Dialect::Stateless),
         ("mcp-sidecar session", "stateful", Dialect::Session),
     ] {
-        let server = Server::start(&sidecar_binary, &sidecar_env(&redis, &artifacts, "127.0.0.1:0", mode))?;
+        let server = Server::start(
+            &sidecar_binary,
+            &sidecar_env(&redis, &artifacts, "127.0.0.1:0", mode),
+        )?;
         targets.push(
-            measure(name, server.addr, server.pid(), dialect, options.clients, options.calls_each, options.sequential_calls)
-                .await?,
+            measure(
+                name,
+                server.addr,
+                server.pid(),
+                dialect,
+                options.clients,
+                options.calls_each,
+                options.sequential_calls,
+            )
+            .await?,
         );
     }
     let fastmcp_port = free_port()?;
@@ -303,18 +373,76 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
     );
     drop(fastmcp);
 
+    // The ceiling ratio from one pass swings with machine noise (runs here have given 45% and
+    // 56%), so it is also measured in alternating rounds with both servers up; the verdict
+    // uses the median round.
+    let mut ceiling_rounds = vec![];
+    if options.ceiling_rounds > 0 {
+        let raw_port = free_port()?;
+        let mut raw_command = Command::new(std::env::current_exe()?);
+        raw_command.args(["raw-server", "--port", &raw_port.to_string()]);
+        let raw = Server::start_command(raw_command, ([127, 0, 0, 1], raw_port).into())?;
+        let ours = Server::start(
+            &sidecar_binary,
+            &sidecar_env(&redis, &artifacts, "127.0.0.1:0", "stateless"),
+        )?;
+        load::run(raw.addr, "/mcp", Dialect::Raw, 4, 200, false).await?;
+        load::run(ours.addr, "/mcp", Dialect::Stateless, 4, 200, false).await?;
+        for round in 0..options.ceiling_rounds {
+            let raw_load = load::run(
+                raw.addr,
+                "/mcp",
+                Dialect::Raw,
+                options.clients,
+                options.calls_each,
+                false,
+            )
+            .await?;
+            let our_load = load::run(
+                ours.addr,
+                "/mcp",
+                Dialect::Stateless,
+                options.clients,
+                options.calls_each,
+                false,
+            )
+            .await?;
+            let ratio = our_load.calls_per_second / raw_load.calls_per_second;
+            println!(
+                "ceiling round {}: raw {:.0}/s, sidecar {:.0}/s, ratio {:.0}%",
+                round + 1,
+                raw_load.calls_per_second,
+                our_load.calls_per_second,
+                100.0 * ratio
+            );
+            ceiling_rounds.push(CeilingRound {
+                raw_calls_per_second: raw_load.calls_per_second,
+                sidecar_calls_per_second: our_load.calls_per_second,
+                ratio,
+            });
+        }
+    }
+
     // The agent's footprint, serving REST tool calls through the sidecar.
     let sidecar_port = free_port()?;
     let _sidecar = Server::start(
         &sidecar_binary,
-        &sidecar_env(&redis, &artifacts, &format!("127.0.0.1:{sidecar_port}"), "stateless"),
+        &sidecar_env(
+            &redis,
+            &artifacts,
+            &format!("127.0.0.1:{sidecar_port}"),
+            "stateless",
+        ),
     )?;
     let agent = Server::start(
         &agent_binary,
         &[
             ("PORT", "0".to_owned()),
             ("BIND_ADDR", "127.0.0.1".to_owned()),
-            ("MCP_SERVER_URL", format!("http://127.0.0.1:{sidecar_port}/mcp")),
+            (
+                "MCP_SERVER_URL",
+                format!("http://127.0.0.1:{sidecar_port}/mcp"),
+            ),
         ],
     )?;
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -327,7 +455,12 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
             let (http, url) = (http.clone(), url.clone());
             tasks.spawn(async move {
                 for _ in 0..200 {
-                    let _ = http.post(&url).body(r#"{"a":2,"b":3}"#).header("content-type", "application/json").send().await;
+                    let _ = http
+                        .post(&url)
+                        .body(r#"{"a":2,"b":3}"#)
+                        .header("content-type", "application/json")
+                        .send()
+                        .await;
                 }
             });
         }
@@ -364,7 +497,10 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
             command
                 .env("PORT", port.to_string())
                 .env("BIND_ADDR", "127.0.0.1")
-                .env("MCP_SERVER_URL", format!("http://127.0.0.1:{sidecar_port}/mcp"))
+                .env(
+                    "MCP_SERVER_URL",
+                    format!("http://127.0.0.1:{sidecar_port}/mcp"),
+                )
                 .env("LOG_FORMAT", "json");
             command
         },
@@ -393,7 +529,10 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
         env.push(("RENDER_WORKERS", "0".to_owned()));
         let server = Server::start(&sidecar_binary, &env)?;
         let latency = status_latency(server.addr, &ids, 5000).await?;
-        println!("status with {count} jobs: p50 {:.3} ms, p99 {:.3} ms", latency.p50_ms, latency.p99_ms);
+        println!(
+            "status with {count} jobs: p50 {:.3} ms, p99 {:.3} ms",
+            latency.p50_ms, latency.p99_ms
+        );
         scale.push(ScaleReport {
             jobs_in_redis: count,
             status_calls: 5000,
@@ -410,6 +549,7 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
         scale,
         agent_rss_after_start_kib,
         agent_peak_rss_under_load_kib,
+        ceiling_rounds,
     })
 }
 
@@ -480,54 +620,195 @@ pub fn markdown(report: &SuiteReport) -> String {
         (Some(a), Some(b)) => a.concurrent.calls_per_second / b.concurrent.calls_per_second,
         _ => 0.0,
     };
-    let _ = writeln!(out, "\nRatios: stateless sidecar ÷ FastMCP = **{:.1}×**; session sidecar ÷ FastMCP = {:.1}×; stateless sidecar ÷ raw axum = **{:.0}%**; session sidecar ÷ raw axum = {:.0}%.\n",
-        ratio(ours, reference), ratio(session, reference), 100.0 * ratio(ours, ceiling), 100.0 * ratio(session, ceiling));
+    let _ = writeln!(
+        out,
+        "\nRatios: stateless sidecar ÷ FastMCP = **{:.1}×**; session sidecar ÷ FastMCP = {:.1}×; stateless sidecar ÷ raw axum = **{:.0}%**; session sidecar ÷ raw axum = {:.0}%.\n",
+        ratio(ours, reference),
+        ratio(session, reference),
+        100.0 * ratio(ours, ceiling),
+        100.0 * ratio(session, ceiling)
+    );
+
+    let ceiling_median = (!report.ceiling_rounds.is_empty()).then(|| {
+        median(
+            report
+                .ceiling_rounds
+                .iter()
+                .map(|round| round.ratio)
+                .collect(),
+        )
+    });
+    if let Some(ceiling_median) = ceiling_median {
+        let _ = writeln!(
+            out,
+            "Ceiling ratio in alternating rounds (raw axum, then the stateless sidecar, both running, {} clients):\n",
+            report.clients
+        );
+        let _ = writeln!(
+            out,
+            "| round | raw axum calls/s | sidecar calls/s | sidecar ÷ raw |\n|---|---|---|---|"
+        );
+        for (index, round) in report.ceiling_rounds.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0}% |",
+                index + 1,
+                round.raw_calls_per_second,
+                round.sidecar_calls_per_second,
+                100.0 * round.ratio
+            );
+        }
+        let _ = writeln!(out, "\nMedian: **{:.0}%**.\n", 100.0 * ceiling_median);
+    }
 
     let _ = writeln!(out, "## Cold start (median)\n");
-    let _ = writeln!(out, "| process | runs | exec → /healthz 200 ms | exec → ready ms |");
+    let _ = writeln!(
+        out,
+        "| process | runs | exec → /healthz 200 ms | exec → ready ms |"
+    );
     let _ = writeln!(out, "|---|---|---|---|");
     for cold in &report.cold_starts {
-        let _ = writeln!(out, "| {} | {} | {:.1} | {:.1} |", cold.name, cold.runs, cold.to_health_ms, cold.to_ready_ms);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} |",
+            cold.name, cold.runs, cold.to_health_ms, cold.to_ready_ms
+        );
     }
-    let _ = writeln!(out, "\n\"Ready\" is the first successful MCP `initialize` for the MCP servers and `/readyz` 200 (its own `initialize` of the sidecar done) for the agent; FastMCP has no /healthz, so its first column is its first HTTP answer.\n");
-    let _ = writeln!(out, "Agent RSS: {:.1} MiB after start, {:.1} MiB peak under {} concurrent REST tool-call clients.\n",
-        mib(report.agent_rss_after_start_kib), mib(report.agent_peak_rss_under_load_kib), report.clients);
+    let _ = writeln!(
+        out,
+        "\n\"Ready\" is the first successful MCP `initialize` for the MCP servers and `/readyz` 200 (its own `initialize` of the sidecar done) for the agent; FastMCP has no /healthz, so its first column is its first HTTP answer.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Agent RSS: {:.1} MiB after start, {:.1} MiB peak under {} concurrent REST tool-call clients.\n",
+        mib(report.agent_rss_after_start_kib),
+        mib(report.agent_peak_rss_under_load_kib),
+        report.clients
+    );
 
     let jobs = &report.jobs;
-    let _ = writeln!(out, "## Render jobs (real Redis, {} workers)\n", jobs.render_workers);
+    let _ = writeln!(
+        out,
+        "## Render jobs (real Redis, {} workers)\n",
+        jobs.render_workers
+    );
     let _ = writeln!(out, "| measure | value |\n|---|---|");
-    let _ = writeln!(out, "| start_render → succeeded, client polling every 1 ms: p50 / p99 | {:.2} / {:.2} ms |", jobs.client_latency.p50_ms, jobs.client_latency.p99_ms);
-    let _ = writeln!(out, "| created → finished in the job record: p50 / p99 | {:.0} / {:.0} ms |", jobs.server_latency.p50_ms, jobs.server_latency.p99_ms);
-    let _ = writeln!(out, "| sustained jobs/s ({} jobs) | {:.0} |", jobs.throughput_jobs, jobs.throughput_jobs_per_second);
-    let _ = writeln!(out, "| Redis commands per get_render_status | {:.2} ({:?}) |\n", jobs.redis_commands_per_status_call, jobs.redis_commands_seen);
+    let _ = writeln!(
+        out,
+        "| start_render → succeeded, client polling every 1 ms: p50 / p99 | {:.2} / {:.2} ms |",
+        jobs.client_latency.p50_ms, jobs.client_latency.p99_ms
+    );
+    let _ = writeln!(
+        out,
+        "| created → finished in the job record: p50 / p99 | {:.0} / {:.0} ms |",
+        jobs.server_latency.p50_ms, jobs.server_latency.p99_ms
+    );
+    let _ = writeln!(
+        out,
+        "| sustained jobs/s ({} jobs) | {:.0} |",
+        jobs.throughput_jobs, jobs.throughput_jobs_per_second
+    );
+    let _ = writeln!(
+        out,
+        "| Redis commands per get_render_status | {:.2} ({:?}) |\n",
+        jobs.redis_commands_per_status_call, jobs.redis_commands_seen
+    );
 
     let _ = writeln!(out, "## Status latency against Redis size\n");
-    let _ = writeln!(out, "| finished jobs in Redis | calls | p50 ms | p99 ms |\n|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| finished jobs in Redis | calls | p50 ms | p99 ms |\n|---|---|---|---|"
+    );
     for scale in &report.scale {
-        let _ = writeln!(out, "| {} | {} | {:.3} | {:.3} |", scale.jobs_in_redis, scale.status_calls, scale.latency.p50_ms, scale.latency.p99_ms);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} |",
+            scale.jobs_in_redis, scale.status_calls, scale.latency.p50_ms, scale.latency.p99_ms
+        );
     }
 
     let _ = writeln!(out, "\n## Targets\n");
     let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
     if let Some(ours) = ours {
         let against_reference = ratio(Some(ours), reference);
-        let against_ceiling = ratio(Some(ours), ceiling);
-        let _ = writeln!(out, "| tools/call ≥ 30× FastMCP | {against_reference:.1}× | {} |", verdict(against_reference >= 30.0));
-        let _ = writeln!(out, "| tools/call ≥ 50% of raw axum | {:.0}% | {} |", 100.0 * against_ceiling, verdict(against_ceiling >= 0.5));
-        let _ = writeln!(out, "| p99 ≤ 2 ms at {} clients | {:.3} ms | {} |", report.clients, ours.concurrent.latency.p99_ms, verdict(ours.concurrent.latency.p99_ms <= 2.0));
-        let _ = writeln!(out, "| sequential p50 ≤ 0.25 ms | {:.3} ms | {} |", ours.sequential.latency.p50_ms, verdict(ours.sequential.latency.p50_ms <= 0.25));
-        let _ = writeln!(out, "| sidecar RSS ≤ 15 MB idle, ≤ 50 MB under load | {:.1} / {:.1} MiB | {} |", mib(ours.rss_after_start_kib), mib(ours.peak_rss_under_load_kib),
-            verdict(mib(ours.rss_after_start_kib) <= 15.0 && mib(ours.peak_rss_under_load_kib) <= 50.0));
+        let against_ceiling = ceiling_median.unwrap_or_else(|| ratio(Some(ours), ceiling));
+        let _ = writeln!(
+            out,
+            "| tools/call ≥ 30× FastMCP | {against_reference:.1}× | {} |",
+            verdict(against_reference >= 30.0)
+        );
+        let _ = writeln!(
+            out,
+            "| tools/call ≥ 50% of raw axum ({}) | {:.0}% | {} |",
+            if ceiling_median.is_some() {
+                "median of the rounds"
+            } else {
+                "single pass"
+            },
+            100.0 * against_ceiling,
+            verdict(against_ceiling >= 0.5)
+        );
+        let _ = writeln!(
+            out,
+            "| p99 ≤ 2 ms at {} clients | {:.3} ms | {} |",
+            report.clients,
+            ours.concurrent.latency.p99_ms,
+            verdict(ours.concurrent.latency.p99_ms <= 2.0)
+        );
+        let _ = writeln!(
+            out,
+            "| sequential p50 ≤ 0.25 ms | {:.3} ms | {} |",
+            ours.sequential.latency.p50_ms,
+            verdict(ours.sequential.latency.p50_ms <= 0.25)
+        );
+        let _ = writeln!(
+            out,
+            "| sidecar RSS ≤ 15 MB idle, ≤ 50 MB under load | {:.1} / {:.1} MiB | {} |",
+            mib(ours.rss_after_start_kib),
+            mib(ours.peak_rss_under_load_kib),
+            verdict(
+                mib(ours.rss_after_start_kib) <= 15.0 && mib(ours.peak_rss_under_load_kib) <= 50.0
+            )
+        );
     }
-    let _ = writeln!(out, "| agent RSS ≤ 15 MB idle, ≤ 50 MB under load | {:.1} / {:.1} MiB | {} |", mib(report.agent_rss_after_start_kib), mib(report.agent_peak_rss_under_load_kib),
-        verdict(mib(report.agent_rss_after_start_kib) <= 15.0 && mib(report.agent_peak_rss_under_load_kib) <= 50.0));
-    for cold in report.cold_starts.iter().filter(|cold| cold.name != "FastMCP reference") {
-        let _ = writeln!(out, "| {} cold start to ready ≤ 50 ms | {:.1} ms | {} |", cold.name, cold.to_ready_ms, verdict(cold.to_ready_ms <= 50.0));
+    let _ = writeln!(
+        out,
+        "| agent RSS ≤ 15 MB idle, ≤ 50 MB under load | {:.1} / {:.1} MiB | {} |",
+        mib(report.agent_rss_after_start_kib),
+        mib(report.agent_peak_rss_under_load_kib),
+        verdict(
+            mib(report.agent_rss_after_start_kib) <= 15.0
+                && mib(report.agent_peak_rss_under_load_kib) <= 50.0
+        )
+    );
+    for cold in report
+        .cold_starts
+        .iter()
+        .filter(|cold| cold.name != "FastMCP reference")
+    {
+        let _ = writeln!(
+            out,
+            "| {} cold start to ready ≤ 50 ms | {:.1} ms | {} |",
+            cold.name,
+            cold.to_ready_ms,
+            verdict(cold.to_ready_ms <= 50.0)
+        );
     }
-    let _ = writeln!(out, "| status: one Redis round trip | {:.2} commands/call | {} |", report.jobs.redis_commands_per_status_call, verdict((report.jobs.redis_commands_per_status_call - 1.0).abs() < 0.01));
+    let _ = writeln!(
+        out,
+        "| status: one Redis round trip | {:.2} commands/call | {} |",
+        report.jobs.redis_commands_per_status_call,
+        verdict((report.jobs.redis_commands_per_status_call - 1.0).abs() < 0.01)
+    );
     if let [small, large] = report.scale.as_slice() {
         let flat = large.latency.p50_ms <= small.latency.p50_ms * 1.25 + 0.02;
-        let _ = writeln!(out, "| status latency flat from 100 to 100,000 jobs | p50 {:.3} → {:.3} ms | {} |", small.latency.p50_ms, large.latency.p50_ms, verdict(flat));
+        let _ = writeln!(
+            out,
+            "| status latency flat from 100 to 100,000 jobs | p50 {:.3} → {:.3} ms | {} |",
+            small.latency.p50_ms,
+            large.latency.p50_ms,
+            verdict(flat)
+        );
     }
     out
 }
