@@ -35,6 +35,26 @@ pub fn yaml(relative: &str) -> Value {
     documents.remove(0)
 }
 
+/// Renders service.yaml with `deploy/render-service.sh` (as Cloud Build does) into `out` and
+/// returns the rendered text. `images` is `(agent, mcp-sidecar)`; `None` leaves them bare.
+pub fn render_service(out: &Path, project: &str, images: Option<(&str, &str)>) -> String {
+    let mut command = Command::new("bash");
+    command
+        .arg(path("deploy/render-service.sh"))
+        .arg(path("service.yaml"))
+        .arg(out)
+        .env("PROJECT_ID", project)
+        .env("SERVICE", "mcp-agent");
+    if let Some((agent, sidecar)) = images {
+        command
+            .env("AGENT_IMAGE", agent)
+            .env("SIDECAR_IMAGE", sidecar);
+    }
+    let status = command.status().unwrap();
+    assert!(status.success(), "deploy/render-service.sh failed");
+    std::fs::read_to_string(out).unwrap()
+}
+
 /// Validation errors of `instance` against the schema file `schema` (empty when valid).
 /// `pointer` selects a subschema (e.g. `/$defs/Container`); "" validates against the root.
 pub fn schema_errors(schema: &str, pointer: &str, instance: &Value) -> Vec<String> {
@@ -56,13 +76,23 @@ pub fn schema_errors(schema: &str, pointer: &str, instance: &Value) -> Vec<Strin
         .collect()
 }
 
-/// The containers of a Cloud Run service or a Pod (`spec.template.spec.containers` or
-/// `spec.containers`).
+/// The containers of a Cloud Run service, a Deployment or a Pod, native sidecars
+/// (`initContainers` with `restartPolicy: Always`) included.
 pub fn containers(resource: &Value) -> Vec<Value> {
-    let containers = resource["spec"]["template"]["spec"]["containers"]
+    let spec = if resource["spec"]["template"]["spec"].is_object() {
+        &resource["spec"]["template"]["spec"]
+    } else {
+        &resource["spec"]
+    };
+    let sidecars = spec["initContainers"]
         .as_array()
-        .or_else(|| resource["spec"]["containers"].as_array());
-    containers.cloned().unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|container| container["restartPolicy"] == "Always");
+    sidecars
+        .chain(spec["containers"].as_array().into_iter().flatten())
+        .cloned()
+        .collect()
 }
 
 pub fn container<'a>(containers: &'a [Value], name: &str) -> &'a Value {
@@ -89,7 +119,10 @@ pub fn env_values(container: &Value) -> Vec<(String, String)> {
         .into_iter()
         .flatten()
         .filter_map(|entry| {
-            Some((entry["name"].as_str()?.to_owned(), entry["value"].as_str()?.to_owned()))
+            Some((
+                entry["name"].as_str()?.to_owned(),
+                entry["value"].as_str()?.to_owned(),
+            ))
         })
         .collect()
 }

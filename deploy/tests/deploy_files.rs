@@ -24,12 +24,14 @@ fn template_annotations(service: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The Pod of the local loop (the one document of kind Pod in deploy/local/pod.yaml).
+/// The local loop's Pod: the one-replica `mcp-agent` Deployment in deploy/local/pod.yaml.
 fn local_pod() -> Value {
     yaml_documents("deploy/local/pod.yaml")
         .into_iter()
-        .find(|document| document["kind"] == "Pod")
-        .expect("deploy/local/pod.yaml has a Pod")
+        .find(|document| {
+            document["kind"] == "Deployment" && document["metadata"]["name"] == "mcp-agent"
+        })
+        .expect("deploy/local/pod.yaml has the mcp-agent Deployment")
 }
 
 #[test]
@@ -49,22 +51,103 @@ fn service_cloudbuild_and_skaffold_files_validate_against_their_schemas() {
 }
 
 #[test]
-fn the_local_pods_containers_validate_against_the_container_schema() {
-    for container in containers(&local_pod()) {
-        let errors = schema_errors("cloud-run-v1.schemastore.json", "/$defs/Container", &container);
-        assert!(errors.is_empty(), "{}: {}", container["name"], errors.join("\n"));
+fn the_local_manifests_validate_against_the_kubernetes_schemas() {
+    // Strictly (unknown fields refused), with the schemas the PyPI package kubernetes-validate
+    // ships, for a Kubernetes version local clusters run (native sidecars need >= 1.29).
+    let output =
+        std::process::Command::new(test_support::installed_tool("venv/bin/kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", "1.33.0"])
+            .arg(deploy_checks::path("deploy/local/pod.yaml"))
+            .output()
+            .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        report.matches("passed").count(),
+        yaml_documents("deploy/local/pod.yaml").len(),
+        "{report}"
+    );
+    // The app containers also fit Cloud Run's container schema, as they must mirror it.
+    for container in containers(&local_pod())
+        .iter()
+        .filter(|c| c["name"] != "otel-collector")
+    {
+        let mut container = container.clone();
+        // Kubernetes-only fields Cloud Run's schema does not have.
+        if let Some(fields) = container.as_object_mut() {
+            fields.remove("readinessProbe");
+            fields.remove("restartPolicy");
+        }
+        let errors = schema_errors(
+            "cloud-run-v1.schemastore.json",
+            "/$defs/Container",
+            &container,
+        );
+        assert!(
+            errors.is_empty(),
+            "{}: {}",
+            container["name"],
+            errors.join("\n")
+        );
     }
+}
+
+#[test]
+fn the_local_collector_config_is_the_same_in_the_configmap_and_for_compose() {
+    let config_map = yaml_documents("deploy/local/pod.yaml")
+        .into_iter()
+        .find(|document| document["kind"] == "ConfigMap")
+        .unwrap();
+    let in_cluster = config_map["data"]["config.yaml"].as_str().unwrap();
+    let for_compose =
+        std::fs::read_to_string(deploy_checks::path("deploy/local/otel-collector.yaml")).unwrap();
+    assert_eq!(in_cluster.trim(), for_compose.trim());
+    for file in [
+        "deploy/local/otel-collector.yaml",
+        "deploy/otel-collector.yaml",
+    ] {
+        let config = yaml(file);
+        let http = &config["receivers"]["otlp"]["protocols"]["http"]["endpoint"];
+        assert!(
+            http.as_str().unwrap().ends_with(":4318"),
+            "{file}: OTLP/HTTP on 4318, where the binaries send"
+        );
+        assert!(
+            config["service"]["pipelines"]["traces"].is_object(),
+            "{file}: traces"
+        );
+        assert!(
+            config["service"]["pipelines"]["metrics"].is_object(),
+            "{file}: metrics"
+        );
+    }
+    let production = yaml("deploy/otel-collector.yaml");
+    let exporters = production["service"]["pipelines"]["traces"]["exporters"].to_string();
+    assert!(
+        exporters.contains("googlecloud"),
+        "traces go to Cloud Trace: {exporters}"
+    );
 }
 
 #[test]
 fn the_service_follows_cloud_runs_multi_container_rules() {
     let service = service();
     let containers = containers(&service);
-    let names: BTreeSet<String> = containers.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
-    assert!(names.contains("agent") && names.contains("mcp-sidecar"), "{names:?}");
+    let names: BTreeSet<String> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.contains("agent") && names.contains("mcp-sidecar"),
+        "{names:?}"
+    );
 
     // Exactly one container receives requests: the agent, on 8080.
-    let with_ports: Vec<&Value> = containers.iter().filter(|c| c.get("ports").is_some()).collect();
+    let with_ports: Vec<&Value> = containers
+        .iter()
+        .filter(|c| c.get("ports").is_some())
+        .collect();
     assert_eq!(with_ports.len(), 1, "exactly one container has ports");
     assert_eq!(with_ports[0]["name"], "agent");
     assert_eq!(with_ports[0]["ports"][0]["containerPort"], 8080);
@@ -73,42 +156,82 @@ fn the_service_follows_cloud_runs_multi_container_rules() {
     let annotations = template_annotations(&service);
     let dependencies: BTreeMap<String, Vec<String>> =
         serde_json::from_str(&annotations["run.googleapis.com/container-dependencies"]).unwrap();
-    assert!(dependencies["agent"].contains(&"mcp-sidecar".to_owned()), "{dependencies:?}");
+    assert!(
+        dependencies["agent"].contains(&"mcp-sidecar".to_owned()),
+        "{dependencies:?}"
+    );
     for (dependent, needs) in &dependencies {
         for name in std::iter::once(dependent).chain(needs) {
             let container = container(&containers, name);
-            assert!(container.get("startupProbe").is_some(), "{name} has a startup probe");
+            assert!(
+                container.get("startupProbe").is_some(),
+                "{name} has a startup probe"
+            );
         }
     }
     for container in &containers {
-        assert!(container.get("startupProbe").is_some(), "{}: startup probe", container["name"]);
+        assert!(
+            container.get("startupProbe").is_some(),
+            "{}: startup probe",
+            container["name"]
+        );
         assert!(
             container["livenessProbe"].get("tcpSocket").is_none(),
             "{}: Cloud Run rejects TCP liveness probes",
             container["name"]
         );
         let limits = &container["resources"]["limits"];
-        assert!(limits["cpu"].is_string() && limits["memory"].is_string(), "{}: limits", container["name"]);
+        assert!(
+            limits["cpu"].is_string() && limits["memory"].is_string(),
+            "{}: limits",
+            container["name"]
+        );
     }
 
     // Background render jobs need CPU after the response, on the second generation runtime.
     assert_eq!(annotations["run.googleapis.com/cpu-throttling"], "false");
-    assert_eq!(annotations["run.googleapis.com/execution-environment"], "gen2");
-    assert!(annotations.contains_key("run.googleapis.com/network-interfaces"), "Direct VPC egress");
+    assert_eq!(
+        annotations["run.googleapis.com/execution-environment"],
+        "gen2"
+    );
+    assert!(
+        annotations.contains_key("run.googleapis.com/network-interfaces"),
+        "Direct VPC egress"
+    );
     assert!(service["spec"]["template"]["spec"]["serviceAccountName"].is_string());
+
+    // PORT is Cloud Run's to set.
+    for container in &containers {
+        assert!(
+            !env_names(container).contains("PORT"),
+            "{}: PORT is reserved",
+            container["name"]
+        );
+    }
 
     // The sidecar listens on loopback 3000, and reaches Redis through a secret.
     let sidecar = container(&containers, "mcp-sidecar");
     let env = sidecar["env"].as_array().unwrap();
-    let value = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(value("MCP_LISTEN_ADDR")["value"], "127.0.0.1:3000");
-    assert!(value("REDIS_URL")["valueFrom"]["secretKeyRef"]["name"].is_string(), "REDIS_URL from Secret Manager");
+    assert!(
+        value("REDIS_URL")["valueFrom"]["secretKeyRef"]["name"].is_string(),
+        "REDIS_URL from Secret Manager"
+    );
     assert_eq!(value("ARTIFACT_STORE")["value"], "gcs");
     assert!(value("GCS_BUCKET")["value"].is_string());
     assert_eq!(sidecar["startupProbe"]["httpGet"]["port"], 3000);
     let agent = container(&containers, "agent");
     let agent_env = agent["env"].as_array().unwrap();
-    let mcp_url = agent_env.iter().find(|e| e["name"] == "MCP_SERVER_URL").unwrap();
+    let mcp_url = agent_env
+        .iter()
+        .find(|e| e["name"] == "MCP_SERVER_URL")
+        .unwrap();
     assert_eq!(mcp_url["value"], "http://127.0.0.1:3000/mcp");
 }
 
@@ -125,7 +248,10 @@ fn image_placeholders(resource: &Value) -> BTreeSet<String> {
 #[test]
 fn skaffold_artifacts_and_cloud_build_images_are_the_services_placeholders() {
     let placeholders = image_placeholders(&service());
-    assert_eq!(placeholders, BTreeSet::from(["agent".to_owned(), "mcp-sidecar".to_owned()]));
+    assert_eq!(
+        placeholders,
+        BTreeSet::from(["agent".to_owned(), "mcp-sidecar".to_owned()])
+    );
     let skaffold = yaml("skaffold.yaml");
     let artifacts: BTreeSet<String> = skaffold["build"]["artifacts"]
         .as_array()
@@ -133,36 +259,104 @@ fn skaffold_artifacts_and_cloud_build_images_are_the_services_placeholders() {
         .iter()
         .map(|artifact| artifact["image"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(artifacts, placeholders, "skaffold builds exactly the placeholders");
+    assert_eq!(
+        artifacts, placeholders,
+        "skaffold builds exactly the placeholders"
+    );
     for artifact in skaffold["build"]["artifacts"].as_array().unwrap() {
         let image = artifact["image"].as_str().unwrap();
-        assert_eq!(artifact["docker"]["dockerfile"], format!("{image}/Dockerfile"));
+        assert_eq!(
+            artifact["docker"]["dockerfile"],
+            format!("{image}/Dockerfile")
+        );
     }
-    assert_eq!(image_placeholders(&local_pod()), placeholders, "the local Pod uses them too");
-    // Cloud Build builds each placeholder's Dockerfile and substitutes the digest-pinned name.
+    assert_eq!(
+        image_placeholders(&local_pod()),
+        placeholders,
+        "the local Pod uses them too"
+    );
+    // Cloud Build builds each placeholder's Dockerfile, renders and replaces the service.
     let cloudbuild = std::fs::read_to_string(deploy_checks::path("cloudbuild.yaml")).unwrap();
     for image in &placeholders {
-        assert!(cloudbuild.contains(&format!("{image}/Dockerfile")), "cloudbuild builds {image}");
-        assert!(cloudbuild.contains(&format!("image: {image}")), "cloudbuild replaces `image: {image}`");
+        assert!(
+            cloudbuild.contains(&format!("-f {image}/Dockerfile")),
+            "cloudbuild builds {image}"
+        );
     }
-    assert!(cloudbuild.contains("gcloud") && cloudbuild.contains("services") && cloudbuild.contains("replace"));
+    assert!(cloudbuild.contains("deploy/render-service.sh"));
+    assert!(cloudbuild.contains("gcloud run services replace"));
+    assert!(cloudbuild.contains(".ci/run"), "cloudbuild runs the tests");
 }
+
+#[test]
+fn rendering_pins_both_images_by_digest_and_leaves_no_placeholder() {
+    let out = test_support::temp_dir("rendered").join("service.yaml");
+    let registry = "us-central1-docker.pkg.dev/test-project/mcp-agent";
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (agent, sidecar) = (
+        format!("{registry}/agent@{digest}"),
+        format!("{registry}/mcp-sidecar@{digest}"),
+    );
+    let text = deploy_checks::render_service(&out, "test-project", Some((&agent, &sidecar)));
+    assert!(!text.contains("${"), "no placeholder left");
+    let rendered: Value = serde_saphyr::from_str(&text).unwrap();
+    let errors = schema_errors("cloud-run-v1.schemastore.json", "", &rendered);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert_eq!(rendered["metadata"]["name"], "mcp-agent");
+    let rendered_containers = containers(&rendered);
+    for name in ["agent", "mcp-sidecar"] {
+        assert_eq!(
+            container(&rendered_containers, name)["image"],
+            format!("{registry}/{name}@{digest}")
+        );
+    }
+    assert!(image_placeholders(&rendered).is_empty());
+}
+
+/// Settings of one artifact store only: Cloud Run uses the gcs store (GCS_BUCKET), the local
+/// loop the local store (ARTIFACT_DIR, PUBLIC_BASE_URL). Every other name must match.
+const STORE_SPECIFIC: [&str; 4] = [
+    "GCS_BUCKET",
+    "GCS_ENDPOINT",
+    "ARTIFACT_DIR",
+    "PUBLIC_BASE_URL",
+];
 
 #[test]
 fn the_local_pod_mirrors_the_services_containers_env_ports_and_probes() {
     let service = containers(&service());
     let local = containers(&local_pod());
     let names = |containers: &[Value]| -> BTreeSet<String> {
-        containers.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+        containers
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(names(&local), names(&service), "same containers");
     for deployed in &service {
         let name = deployed["name"].as_str().unwrap();
         let mirrored = container(&local, name);
-        assert_eq!(env_names(mirrored), env_names(deployed), "{name}: env names");
-        assert_eq!(mirrored.get("ports"), deployed.get("ports"), "{name}: ports");
+        let shared = |names: BTreeSet<String>| -> BTreeSet<String> {
+            names
+                .into_iter()
+                .filter(|name| !STORE_SPECIFIC.contains(&name.as_str()))
+                .collect()
+        };
+        assert_eq!(
+            shared(env_names(mirrored)),
+            shared(env_names(deployed)),
+            "{name}: env names"
+        );
+        assert_eq!(
+            mirrored.get("ports"),
+            deployed.get("ports"),
+            "{name}: ports"
+        );
         for probe in ["startupProbe", "livenessProbe"] {
-            assert_eq!(mirrored[probe]["httpGet"], deployed[probe]["httpGet"], "{name}: {probe}");
+            assert_eq!(
+                mirrored[probe]["httpGet"], deployed[probe]["httpGet"],
+                "{name}: {probe}"
+            );
         }
     }
 }
@@ -170,15 +364,23 @@ fn the_local_pod_mirrors_the_services_containers_env_ports_and_probes() {
 /// Variables every binary honours that are not its own settings.
 fn standard(name: &str) -> bool {
     name.starts_with("OTEL_")
-        || ["RUST_LOG", "GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST"]
-            .contains(&name)
+        || [
+            "RUST_LOG",
+            "GOOGLE_CLOUD_PROJECT",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GCE_METADATA_HOST",
+        ]
+        .contains(&name)
 }
 
 #[test]
 fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
     let binaries = [
         ("agent", test_support::process::workspace_binary("agent")),
-        ("mcp-sidecar", test_support::process::workspace_binary("mcp-sidecar")),
+        (
+            "mcp-sidecar",
+            test_support::process::workspace_binary("mcp-sidecar"),
+        ),
     ];
     let mut sources: Vec<(String, Vec<Value>)> = vec![
         ("service.yaml".into(), containers(&service())),
@@ -192,7 +394,10 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
         .iter()
         .map(|(name, service)| {
             let env: Vec<Value> = match &service["environment"] {
-                Value::Object(map) => map.keys().map(|key| serde_json::json!({"name": key})).collect(),
+                Value::Object(map) => map
+                    .keys()
+                    .map(|key| serde_json::json!({"name": key}))
+                    .collect(),
                 Value::Array(list) => list
                     .iter()
                     .filter_map(|entry| entry.as_str())
@@ -207,7 +412,10 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
 
     for (binary_name, binary) in &binaries {
         let accepted = accepted_env(binary);
-        assert!(accepted.len() > 5, "{binary_name} --help lists its settings");
+        assert!(
+            accepted.len() > 5,
+            "{binary_name} --help lists its settings"
+        );
         for (file, containers) in &sources {
             let Some(container) = containers.iter().find(|c| c["name"] == *binary_name) else {
                 panic!("{file} has no {binary_name} container");
@@ -231,10 +439,17 @@ fn the_dockerfiles_build_the_binaries_with_the_command_the_tests_use() {
             deploy_checks_release_command(binary),
             "{binary}/Dockerfile builds with the checked command"
         );
-        let dockerfile = std::fs::read_to_string(deploy_checks::path(&format!("{binary}/Dockerfile"))).unwrap();
-        assert!(dockerfile.contains("distroless"), "{binary}: minimal runtime image");
+        let dockerfile =
+            std::fs::read_to_string(deploy_checks::path(&format!("{binary}/Dockerfile"))).unwrap();
+        assert!(
+            dockerfile.contains("distroless"),
+            "{binary}: minimal runtime image"
+        );
         assert!(dockerfile.contains("USER nonroot"), "{binary}: non-root");
-        assert!(dockerfile.contains("cargo chef cook"), "{binary}: dependency layer cached apart");
+        assert!(
+            dockerfile.contains("cargo chef cook"),
+            "{binary}: dependency layer cached apart"
+        );
     }
     let ignored = std::fs::read_to_string(deploy_checks::path(".dockerignore")).unwrap();
     for entry in ["target/", ".tools/", ".git/", "*.pem", ".env"] {
@@ -244,8 +459,17 @@ fn the_dockerfiles_build_the_binaries_with_the_command_the_tests_use() {
 
 /// The release build command (also what `tests/release_binaries.rs` runs).
 fn deploy_checks_release_command(binary: &str) -> Vec<String> {
-    ["cargo", "build", "--release", "--locked", "-p", binary, "--bin", binary]
-        .iter()
-        .map(|word| (*word).to_owned())
-        .collect()
+    [
+        "cargo",
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        binary,
+        "--bin",
+        binary,
+    ]
+    .iter()
+    .map(|word| (*word).to_owned())
+    .collect()
 }

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deploy_checks::{container, containers, dockerfile_cargo_build, env_values, workspace_root, yaml};
+use deploy_checks::{
+    container, containers, dockerfile_cargo_build, env_values, render_service, workspace_root,
+};
 use serde_json::Value;
 use test_support::{process::target_dir, redis_server::RedisServer};
 
@@ -43,7 +45,8 @@ fn probe(container: &Value, kind: &str) -> (String, u16, Duration) {
     let path = probe["httpGet"]["path"].as_str().unwrap().to_owned();
     let port = u16::try_from(probe["httpGet"]["port"].as_u64().unwrap()).unwrap();
     let seconds = probe["initialDelaySeconds"].as_u64().unwrap_or(0)
-        + probe["failureThreshold"].as_u64().unwrap_or(3) * probe["periodSeconds"].as_u64().unwrap_or(10);
+        + probe["failureThreshold"].as_u64().unwrap_or(3)
+            * probe["periodSeconds"].as_u64().unwrap_or(10);
     (path, port, Duration::from_secs(seconds))
 }
 
@@ -51,19 +54,36 @@ fn status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     reply.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Polls the probe until it answers 200; returns how long that took from `started`.
-fn wait_for_probe(name: &str, started: Instant, port: u16, path: &str, budget: Duration) -> Duration {
+fn wait_for_probe(
+    process: &mut Running,
+    name: &str,
+    started: Instant,
+    port: u16,
+    path: &str,
+    budget: Duration,
+) -> Duration {
     loop {
         if status(port, path) == Some(200) {
             return started.elapsed();
         }
-        assert!(started.elapsed() < budget, "{name}: {path} on {port} did not answer 200 within {budget:?}");
+        if let Some(exit) = process.0.try_wait().unwrap() {
+            panic!("{name} exited before its startup probe passed: {exit} (its stderr is above)");
+        }
+        assert!(
+            started.elapsed() < budget,
+            "{name}: {path} on {port} did not answer 200 within {budget:?}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -73,7 +93,10 @@ fn start(binary: &PathBuf, env: &[(String, String)]) -> (Running, Instant) {
     let child = Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -87,10 +110,17 @@ fn the_release_binaries_start_with_the_services_environment_and_answer_their_pro
     let sidecar_binary = release_binary("mcp-sidecar");
     for binary in [&agent_binary, &sidecar_binary] {
         let size = std::fs::metadata(binary).unwrap().len();
-        println!("{}: {:.1} MiB (stripped)", binary.display(), size as f64 / 1048576.0);
+        println!(
+            "{}: {:.1} MiB (stripped)",
+            binary.display(),
+            size as f64 / 1048576.0
+        );
     }
 
-    let service = yaml("service.yaml");
+    // The service as Cloud Build deploys it: placeholders rendered by deploy/render-service.sh.
+    let rendered = test_support::temp_dir("release-service").join("service.yaml");
+    let service: Value =
+        serde_saphyr::from_str(&render_service(&rendered, "test-project", None)).unwrap();
     let containers = containers(&service);
     let redis = RedisServer::start();
 
@@ -99,12 +129,23 @@ fn the_release_binaries_start_with_the_services_environment_and_answer_their_pro
     let mut env = env_values(sidecar);
     env.push(("REDIS_URL".into(), redis.url()));
     env.push(("HOME".into(), std::env::temp_dir().display().to_string()));
-    let (_sidecar, started) = start(&sidecar_binary, &env);
+    let (mut sidecar_process, started) = start(&sidecar_binary, &env);
     let (path, port, budget) = probe(sidecar, "startupProbe");
-    let sidecar_ready = wait_for_probe("mcp-sidecar", started, port, &path, budget);
+    let sidecar_ready = wait_for_probe(
+        &mut sidecar_process,
+        "mcp-sidecar",
+        started,
+        port,
+        &path,
+        budget,
+    );
     let (path, port, _) = probe(sidecar, "livenessProbe");
     assert_eq!(status(port, &path), Some(200), "mcp-sidecar liveness");
-    assert_eq!(status(port, "/readyz"), Some(200), "mcp-sidecar reaches Redis");
+    assert_eq!(
+        status(port, "/readyz"),
+        Some(200),
+        "mcp-sidecar reaches Redis"
+    );
 
     // The agent, after the sidecar as container-dependencies orders it.
     let agent = container(&containers, "agent");
@@ -112,9 +153,9 @@ fn the_release_binaries_start_with_the_services_environment_and_answer_their_pro
     let container_port = agent["ports"][0]["containerPort"].as_u64().unwrap();
     env.push(("PORT".into(), container_port.to_string()));
     env.push(("BIND_ADDR".into(), "127.0.0.1".into()));
-    let (_agent, started) = start(&agent_binary, &env);
+    let (mut agent_process, started) = start(&agent_binary, &env);
     let (path, port, budget) = probe(agent, "startupProbe");
-    let agent_ready = wait_for_probe("agent", started, port, &path, budget);
+    let agent_ready = wait_for_probe(&mut agent_process, "agent", started, port, &path, budget);
     let (path, port, _) = probe(agent, "livenessProbe");
     assert_eq!(status(port, &path), Some(200), "agent liveness");
     // Connected to the sidecar through MCP_SERVER_URL from service.yaml.
