@@ -117,6 +117,7 @@ impl App {
             render_poll_interval: config.render_poll_interval,
             sse_heartbeat: config.sse_heartbeat,
             sse_max_duration: config.sse_max_duration,
+            shutdown: shutdown.clone(),
         });
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)
@@ -140,9 +141,12 @@ impl App {
     }
 
     /// Connects the MCP servers and serves until the shutdown token is cancelled, then lets
-    /// in-flight requests finish for up to the configured grace.
+    /// in-flight requests finish for up to the configured grace and disconnects.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let mut supervisors = self.hub.supervise(&self.shutdown);
+        // The MCP connections outlive SIGTERM until the HTTP server has drained: requests in
+        // flight then still reach their tools. They close after the last response.
+        let upstreams = CancellationToken::new();
+        let mut supervisors = self.hub.supervise(&upstreams);
         let listener = self.listener.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -155,6 +159,7 @@ impl App {
         let grace = self.shutdown_grace;
         let everything = async move {
             let served = server.into_future().await;
+            upstreams.cancel();
             while supervisors.join_next().await.is_some() {}
             served
         };

@@ -21,9 +21,12 @@ pub struct Config {
     #[arg(long, env = "MCP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
     pub listen_addr: SocketAddr,
 
-    /// Extra Host header values accepted on /mcp, comma-separated, as `name` (any port) or
-    /// `name:port`. The loopback names localhost, 127.0.0.1 and ::1 are always accepted; any
-    /// other Host is refused with 403 (DNS-rebinding protection).
+    /// Extra host names accepted on /mcp, comma-separated, as `name` (any port) or `name:port`.
+    /// The list governs both the Host header and, when a browser sends one, the Origin header
+    /// (its host, with http or https). The loopback names localhost, 127.0.0.1 and ::1 are
+    /// always accepted; any other Host or Origin, `Origin: null` and an unparsable Origin are
+    /// refused with 403 (DNS-rebinding protection). Requests without Origin (non-browser
+    /// clients) are judged by Host alone.
     #[arg(long, env = "MCP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
@@ -146,6 +149,17 @@ impl Config {
             .collect()
     }
 
+    /// Every Origin accepted on /mcp, as rmcp's allow-list entries: `http` and `https` on
+    /// each allowed host, with the same port rule as the Host check (a bare `name` allows any
+    /// port, `name:port` only that one). `null` is not among them, so `Origin: null` (sandboxed
+    /// frames, `file:` pages) is refused.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.allowed_hosts()
+            .iter()
+            .flat_map(|host| origin_patterns(host))
+            .collect()
+    }
+
     /// Render workers to run: the configured number, or one per CPU.
     pub fn render_workers(&self) -> usize {
         self.render_workers.unwrap_or_else(|| {
@@ -186,6 +200,22 @@ impl Config {
     }
 }
 
+/// The origins an allowed host stands for, e.g. `example.com` → `http://example.com:*` and
+/// `https://example.com:*`; `example.com:8443` → that port only; `::1` → `http://[::1]:*`, ….
+fn origin_patterns(host: &str) -> [String; 2] {
+    // A bare IPv6 address goes in brackets in a URL, and then cannot carry a port.
+    let authority = if host.matches(':').count() > 1 && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']'));
+    let any_port = if has_port { "" } else { ":*" };
+    ["http", "https"].map(|scheme| format!("{scheme}://{authority}{any_port}"))
+}
+
 /// Which artifact store holds finished renders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArtifactStoreKind {
@@ -215,6 +245,34 @@ mod tests {
         assert_eq!(config.session_mode, SessionMode::Stateless);
         assert!(config.bearer_token.is_none());
         assert_eq!(config.allowed_hosts(), LOOPBACK_HOSTS);
+    }
+
+    #[test]
+    fn allowed_origins_follow_the_allowed_hosts_with_their_port_rules() {
+        let config = Config::parse_from([
+            "mcp-sidecar",
+            "--allowed-hosts",
+            "sidecar.run.app, app.example.com:8443,fd00::1,[fd00::2]:9000",
+        ]);
+        assert_eq!(
+            config.allowed_origins(),
+            [
+                "http://localhost:*",
+                "https://localhost:*",
+                "http://127.0.0.1:*",
+                "https://127.0.0.1:*",
+                "http://[::1]:*",
+                "https://[::1]:*",
+                "http://sidecar.run.app:*",
+                "https://sidecar.run.app:*",
+                "http://app.example.com:8443",
+                "https://app.example.com:8443",
+                "http://[fd00::1]:*",
+                "https://[fd00::1]:*",
+                "http://[fd00::2]:9000",
+                "https://[fd00::2]:9000",
+            ]
+        );
     }
 
     #[test]

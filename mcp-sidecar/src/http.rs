@@ -1,7 +1,7 @@
 //! The HTTP surface: `/mcp` (rmcp's Streamable HTTP service behind our edge checks),
 //! `/healthz` and `/readyz`.
 //!
-//! The edge in front of rmcp does three things rmcp leaves to the embedder:
+//! The edge in front of rmcp does four things rmcp leaves to the embedder:
 //! - optional bearer auth, checked before the body is read;
 //! - a body-size bound enforced while reading, so an oversized request costs at most the bound;
 //! - JSON-RPC errors for bodies that are not JSON-RPC. rmcp answers those with a plain-text
@@ -9,10 +9,15 @@
 //!   the bytes we already buffered and rewrite that one response;
 //! - a session DELETE answered 204 rather than rmcp's 202 (see `mcp_endpoint`).
 //!
-//! Host-header checking (DNS-rebinding protection) is rmcp's own, configured with our
-//! allow-list; it runs before rmcp reads anything.
+//! Host- and Origin-header checking (DNS-rebinding protection) is rmcp's own, configured with
+//! our allow-list (`Config::allowed_hosts` / `Config::allowed_origins`): a foreign Host, a
+//! present Origin whose host is not allowed, `Origin: null` or an unparsable Origin get a
+//! plain-text 403 before rmcp parses the message.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use axum::{
     Json, Router,
@@ -31,6 +36,7 @@ use rmcp::transport::streamable_http_server::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 use crate::{
     artifacts::{ArtifactStore, local::Refusal},
@@ -63,6 +69,56 @@ pub struct HttpState {
     pub bearer_token_digest: Option<[u8; 32]>,
     pub store: JobStore,
     pub artifacts: ArtifactStore,
+    pub in_flight: InFlight,
+}
+
+/// Counts the `/mcp` exchanges in progress (every request but a session's GET stream), each
+/// until its response body has been sent. On SIGTERM the sidecar waits for this to reach zero
+/// before it closes rmcp's sessions: closing them earlier would cut a tool call short with a
+/// 500 while the HTTP server was still draining it.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<InFlightCount>);
+
+#[derive(Default)]
+struct InFlightCount {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One exchange in progress; dropped when its response body is done (or abandoned).
+struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// How many exchanges are in progress.
+    pub fn count(&self) -> usize {
+        self.0.count.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no exchange is in progress.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Builds the router. No I/O happens here, so tests can drive it in-process.
@@ -193,6 +249,8 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
         return unauthorized();
     }
 
+    // A session's GET stream lasts as long as the session; shutdown closes it.
+    let in_flight = (request.method() != Method::GET).then(|| state.in_flight.enter());
     let (parts, body) = request.into_parts();
     // GET (SSE stream) and DELETE (end session) carry no body worth reading.
     let body = if parts.method == Method::POST {
@@ -240,7 +298,16 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
     if is_delete && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
-    response
+    match in_flight {
+        // Counted until the body (an SSE stream in stateful mode) has been sent.
+        Some(guard) => response.map(|body| {
+            Body::new(body.map_frame(move |frame| {
+                let _counted = &guard;
+                frame
+            }))
+        }),
+        None => response,
+    }
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {

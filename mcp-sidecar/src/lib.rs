@@ -27,7 +27,7 @@ use crate::{
         local::LocalStore,
     },
     config::{ArtifactStoreKind, Config, SessionMode},
-    http::{HttpState, McpService},
+    http::{HttpState, InFlight, McpService},
     jobs::{
         store::{JobStore, StoreError, StoreSettings},
         worker::{RenderWorker, WorkerContext},
@@ -69,6 +69,9 @@ pub struct App {
     report_queue_depth: bool,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
+    /// rmcp's token: cancelled after the shutdown token, once `in_flight` is idle.
+    sessions: CancellationToken,
+    in_flight: InFlight,
 }
 
 /// How often the `render.queue.depth` gauge is refreshed (when metrics are exported).
@@ -114,7 +117,12 @@ impl App {
                 signed_url_ttl: config.signed_url_ttl,
             },
         });
-        let mcp = mcp_service(&config, shared, shutdown.child_token());
+        // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)
+        // when this is cancelled, which `run_until_stopped` does once the requests in flight
+        // at SIGTERM have been answered.
+        let sessions = CancellationToken::new();
+        let in_flight = InFlight::default();
+        let mcp = mcp_service(&config, shared, sessions.clone());
         let state = Arc::new(HttpState {
             mcp,
             max_body_bytes: config.max_body_bytes,
@@ -124,6 +132,7 @@ impl App {
                 .map(|token| http::token_digest(token.expose())),
             store: store.clone(),
             artifacts: artifacts.clone(),
+            in_flight: in_flight.clone(),
         });
 
         let worker_count = config.render_workers();
@@ -155,6 +164,8 @@ impl App {
             report_queue_depth: config.report_queue_depth,
             shutdown,
             shutdown_grace: config.shutdown_grace,
+            sessions,
+            in_flight,
         })
     }
 
@@ -185,6 +196,24 @@ impl App {
             }
         });
         let shutdown = self.shutdown.clone();
+        let (sessions, in_flight) = (self.sessions, self.in_flight);
+        let answer_in_flight = self.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN);
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                if tokio::time::timeout(answer_in_flight, in_flight.idle())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        in_flight = in_flight.count(),
+                        "MCP requests still unanswered; closing their sessions"
+                    );
+                }
+                sessions.cancel();
+            }
+        });
         let server = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tracing::info!(addr = %self.local_addr, render_workers = worker_count, "listening");
@@ -261,6 +290,10 @@ async fn artifact_store(
 fn mcp_service(config: &Config, shared: Arc<Shared>, shutdown: CancellationToken) -> McpService {
     let base = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts())
+        // The MCP transport spec requires Origin validation (DNS rebinding): a present Origin
+        // must name an allowed host; an absent one (non-browser clients) passes.
+        .with_allowed_origins(config.allowed_origins())
+        .enforce_origin_validation()
         .with_cancellation_token(shutdown)
         // Our edge already enforces the limit; this only keeps rmcp from disagreeing.
         .with_max_request_body_bytes(config.max_body_bytes);

@@ -5,99 +5,15 @@
 mod common;
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
 use common::{
-    SidecarProcess, jobs::*, mcp_client, redis_server::RedisServer, start_sidecar_process_with,
-    temp_dir,
+    cluster::{Cluster, logged_successes},
+    jobs::*,
+    mcp_client,
 };
-use serde_json::Value;
-
-/// Two or more sidecar processes sharing one Redis, key prefix and artifact directory.
-struct Cluster {
-    redis: Arc<RedisServer>,
-    artifact_dir: std::path::PathBuf,
-    prefix: String,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        Self {
-            redis: Arc::new(RedisServer::start()),
-            artifact_dir: temp_dir("shared-artifacts"),
-            prefix: format!("crash{}:", std::process::id()),
-        }
-    }
-
-    fn sidecar(&self, workers: &str) -> SidecarProcess {
-        start_sidecar_process_with(
-            &[
-                ("REDIS_URL", &self.redis.url()),
-                ("REDIS_KEY_PREFIX", &self.prefix),
-                ("ARTIFACT_DIR", self.artifact_dir.to_str().unwrap()),
-                ("RENDER_WORKERS", workers),
-                ("JOB_LEASE", "2s"),
-            ],
-            &[],
-        )
-    }
-
-    /// Artifact files in the shared directory (temporary files excluded).
-    fn artifacts(&self) -> Vec<String> {
-        std::fs::read_dir(&self.artifact_dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    /// Each job's `state` field, read straight from Redis.
-    fn states(&self, jobs: &[String]) -> Vec<(String, String)> {
-        let mut raw = self.redis.connection();
-        jobs.iter()
-            .map(|job| {
-                let state: String = redis::cmd("HGET")
-                    .arg(format!("{}job:{job}", self.prefix))
-                    .arg("state")
-                    .query(&mut raw)
-                    .unwrap();
-                (job.clone(), state)
-            })
-            .collect()
-    }
-
-    /// Each job's `attempts` field, read straight from Redis.
-    fn attempts(&self, jobs: &[String]) -> HashMap<String, u32> {
-        let mut raw = self.redis.connection();
-        jobs.iter()
-            .map(|job| {
-                let attempts: u32 = redis::cmd("HGET")
-                    .arg(format!("{}job:{job}", self.prefix))
-                    .arg("attempts")
-                    .query(&mut raw)
-                    .unwrap();
-                (job.clone(), attempts)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.artifact_dir);
-    }
-}
-
-/// Job ids each process logged as succeeded.
-fn succeeded(processes: &[&SidecarProcess]) -> Vec<String> {
-    processes
-        .iter()
-        .flat_map(|process| process.logged("render job succeeded"))
-        .map(|entry: Value| entry["job_id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 async fn wait_all_succeeded(client: &common::McpClient, jobs: &[String], limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -115,7 +31,7 @@ async fn wait_all_succeeded(client: &common::McpClient, jobs: &[String], limit: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_loses_nothing_and_every_job_succeeds_exactly_once() {
     let cluster = Cluster::new();
-    let mut doomed = cluster.sidecar("2");
+    let mut doomed = cluster.sidecar("2", &[]);
     let client = mcp_client(&doomed.mcp_url()).await;
 
     // Big enough to be caught mid-render.
@@ -149,7 +65,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_every_job_succeeds_exactly_on
     );
 
     // A second sidecar on the same Redis takes over once the dead worker's leases lapse.
-    let survivor = cluster.sidecar("2");
+    let survivor = cluster.sidecar("2", &[]);
     let client = mcp_client(&survivor.mcp_url()).await;
     wait_all_succeeded(&client, &jobs, Duration::from_secs(120)).await;
     println!(
@@ -160,7 +76,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_every_job_succeeds_exactly_on
     );
 
     // Exactly once: one success per job across both processes, one artifact per job.
-    let mut successes = succeeded(&[&doomed, &survivor]);
+    let mut successes = logged_successes(&[&doomed, &survivor]);
     successes.sort();
     let mut expected = jobs.clone();
     expected.sort();
@@ -198,8 +114,8 @@ async fn futures_running(client: &common::McpClient, jobs: &[String]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_on_one_redis_share_200_jobs_with_none_lost_and_none_twice() {
     let cluster = Cluster::new();
-    let first = cluster.sidecar("2");
-    let second = cluster.sidecar("2");
+    let first = cluster.sidecar("2", &[]);
+    let second = cluster.sidecar("2", &[]);
     let clients = [
         mcp_client(&first.mcp_url()).await,
         mcp_client(&second.mcp_url()).await,
@@ -220,8 +136,8 @@ async fn two_sidecars_on_one_redis_share_200_jobs_with_none_lost_and_none_twice(
     }
     wait_all_succeeded(&clients[0], &jobs, Duration::from_secs(300)).await;
 
-    let from_first = succeeded(&[&first]);
-    let from_second = succeeded(&[&second]);
+    let from_first = logged_successes(&[&first]);
+    let from_second = logged_successes(&[&second]);
     println!(
         "first sidecar ran {}, second ran {}",
         from_first.len(),

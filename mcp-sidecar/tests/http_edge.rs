@@ -1,6 +1,6 @@
-//! The HTTP edge of the sidecar: probes, Host allow-list, hostile bodies and bearer auth,
+//! The HTTP edge of the sidecar: probes, Host and Origin allow-list, hostile bodies and bearer
+//! auth, exercised with raw HTTP against the real server on port 0.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on purpose
-//! exercised with raw HTTP against the real server on port 0.
 
 mod common;
 
@@ -113,6 +113,122 @@ async fn configured_extra_hosts_are_accepted() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Sends `initialize` with `origin` as the Origin header (none for `None`), returning the status
+/// and body.
+async fn initialize_with_origin(url: &str, origin: Option<&[u8]>) -> (StatusCode, String) {
+    let mut request = mcp_post(&http(), url).json(&initialize_body());
+    if let Some(origin) = origin {
+        let value = reqwest::header::HeaderValue::from_bytes(origin).unwrap();
+        request = request.header("origin", value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_foreign_null_or_unparsable_origin_is_refused_with_403() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let port = sidecar.addr.port();
+    let refused: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"http://evil.example.com".into(),
+            "Origin header is not allowed",
+        ),
+        (
+            format!("http://evil.example.com:{port}").into(),
+            "Origin header is not allowed",
+        ),
+        (
+            b"https://localhost.evil.test".into(),
+            "Origin header is not allowed",
+        ),
+        (
+            b"http://127.0.0.1.nip.io".into(),
+            "Origin header is not allowed",
+        ),
+        (b"null".into(), "Origin header is not allowed"),
+        (b"not an origin".into(), "Invalid Origin header"),
+        (b"localhost".into(), "Invalid Origin header"),
+        (b"".into(), "Invalid Origin header"),
+        (b"http://\xff\xfe".into(), "Invalid Origin header"),
+    ];
+    for (origin, message) in refused {
+        let (status, body) = initialize_with_origin(&sidecar.mcp_url(), Some(&origin)).await;
+        let shown = String::from_utf8_lossy(&origin);
+        assert_eq!(status, StatusCode::FORBIDDEN, "Origin: {shown}: {body}");
+        assert!(body.contains(message), "Origin: {shown}: {body}");
+    }
+    add_works(&sidecar.mcp_url()).await;
+}
+
+#[tokio::test]
+async fn loopback_origins_and_no_origin_at_all_are_accepted() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let port = sidecar.addr.port();
+    for origin in [
+        format!("http://localhost:{port}"),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://[::1]:{port}"),
+        "http://LOCALHOST:5173".to_owned(),
+        "https://127.0.0.1".to_owned(),
+    ] {
+        let (status, body) =
+            initialize_with_origin(&sidecar.mcp_url(), Some(origin.as_bytes())).await;
+        assert_eq!(status, StatusCode::OK, "Origin: {origin}: {body}");
+    }
+    let (status, body) = initialize_with_origin(&sidecar.mcp_url(), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "no Origin (non-browser client): {body}"
+    );
+}
+
+#[tokio::test]
+async fn origins_on_configured_hosts_follow_the_same_port_rules_as_host() {
+    let sidecar = spawn_sidecar(|config| {
+        config.allowed_hosts = vec![
+            "sidecar-abc-uc.a.run.app".into(),
+            "app.example.com:8443".into(),
+        ];
+    })
+    .await;
+    for (origin, expected) in [
+        ("https://sidecar-abc-uc.a.run.app", StatusCode::OK),
+        ("http://sidecar-abc-uc.a.run.app:8080", StatusCode::OK),
+        ("https://app.example.com:8443", StatusCode::OK),
+        ("https://app.example.com", StatusCode::FORBIDDEN),
+        ("https://app.example.com:9443", StatusCode::FORBIDDEN),
+        ("https://other.a.run.app", StatusCode::FORBIDDEN),
+    ] {
+        let (status, body) =
+            initialize_with_origin(&sidecar.mcp_url(), Some(origin.as_bytes())).await;
+        assert_eq!(status, expected, "Origin: {origin}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_on_every_method_in_session_mode() {
+    let sidecar = spawn_sidecar(|config| {
+        config.session_mode = mcp_sidecar::config::SessionMode::Stateful;
+    })
+    .await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let request = |origin: &str| {
+            http()
+                .request(method.clone(), sidecar.mcp_url())
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", "no-such-session")
+                .header("origin", origin)
+        };
+        let refused = request("http://evil.example.com").send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{method}");
+        // The same request from an allowed origin gets past the check (to "no such session").
+        let allowed = request("http://localhost").send().await.unwrap();
+        assert_ne!(allowed.status(), StatusCode::FORBIDDEN, "{method}");
+    }
 }
 
 #[tokio::test]

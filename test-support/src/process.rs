@@ -85,12 +85,30 @@ impl ServiceProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        self.send_sigterm();
+        self.child.wait().expect("the process exits")
+    }
+
+    /// Sends SIGTERM and returns at once (see [`ServiceProcess::wait_exit`]).
+    pub fn send_sigterm(&self) {
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        self.child.wait().expect("the process exits")
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited on") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {

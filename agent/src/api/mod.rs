@@ -42,6 +42,8 @@ pub struct AppState {
     pub render_poll_interval: Duration,
     pub sse_heartbeat: Duration,
     pub sse_max_duration: Duration,
+    /// Cancelled on SIGTERM: open SSE streams end at once so the drain is not held up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {

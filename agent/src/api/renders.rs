@@ -4,8 +4,9 @@
 //! Events: `progress` (data: the status JSON) once per change of state, stage or message;
 //! `done` once, at the end (data: the status with `result` when it succeeded); `warning` if
 //! the sidecar could not be asked for a while (the stream keeps trying); `timeout` if the job
-//! outlives `SSE_MAX_DURATION`. Keep-alive comments flow every `SSE_HEARTBEAT` so proxies
-//! (Cloud Run's front end included) keep a quiet stream open.
+//! outlives `SSE_MAX_DURATION`; `shutdown` if the agent is stopping (the job goes on: GET it
+//! or open a new stream on the next instance). Keep-alive comments flow every `SSE_HEARTBEAT`
+//! so proxies (Cloud Run's front end included) keep a quiet stream open.
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -215,7 +216,25 @@ pub async fn events(
         warned: false,
     };
     let stream = futures::stream::unfold(progress, |mut progress| async move {
-        let event = progress.next_event().await?;
+        if progress.finished {
+            return None;
+        }
+        let shutdown = progress.state.shutdown.clone();
+        // On SIGTERM the stream ends with a `shutdown` event, so graceful shutdown is not held
+        // up for SSE_MAX_DURATION by streams still open.
+        let event = tokio::select! {
+            event = progress.next_event() => event?,
+            () = shutdown.cancelled() => {
+                progress.finished = true;
+                json_event(
+                    "shutdown",
+                    &json!({
+                        "job_id": progress.job_id,
+                        "error": "this agent instance is shutting down; the job goes on: GET it or open a new stream",
+                    }),
+                )
+            }
+        };
         Some((Ok(event), progress))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("keep-alive")))

@@ -388,7 +388,8 @@ fn total_points(chart: &Chart) -> usize {
 }
 
 /// Escapes text for XML character data and attribute values; drops characters XML 1.0
-/// does not allow at all (control characters other than tab, newline, carriage return).
+/// does not allow at all (control characters other than tab, newline, carriage return, and the
+/// noncharacters U+FFFE and U+FFFF; Rust strings cannot hold the surrogates XML also excludes).
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
@@ -399,7 +400,7 @@ pub fn escape(text: &str) -> String {
             '"' => escaped.push_str("&quot;"),
             '\'' => escaped.push_str("&apos;"),
             '\t' | '\n' | '\r' => escaped.push(' '),
-            c if c.is_control() => {}
+            c if c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}') => {}
             c => escaped.push(c),
         }
     }
@@ -453,6 +454,7 @@ mod tests {
         assert!(svg.contains("Q1 &lt;sales&gt; &amp; &quot;costs&quot;"));
         assert!(svg.contains("a&lt;b"));
         assert!(!svg.contains("<sales>"));
+        assert_eq!(escape("a\u{1}b\u{FFFE}c\u{FFFF}d\u{FFFD}"), "abcd\u{FFFD}");
         assert_eq!(svg, chart_svg(&chart, size, "Test Sans"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
     }

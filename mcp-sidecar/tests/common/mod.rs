@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod cluster;
 pub mod jobs;
 
 pub use test_support::{redis_server, temp_dir};
