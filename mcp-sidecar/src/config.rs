@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 3)]
     pub job_max_attempts: u32,
 
+    /// Most render jobs queued or running at once, across every sidecar on this Redis;
+    /// `start_render` beyond it is refused (code `unavailable`) until some have finished.
+    /// Bounds Redis memory: each queued job holds its spec (up to 1 MiB for an SVG).
+    #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 10_000)]
+    pub max_queued_jobs: u64,
+
     /// How long finished job records and idempotency keys are kept in Redis, e.g. `24h`.
     #[arg(long, env = "JOB_TTL", default_value = "24h", value_parser = parse_duration)]
     pub job_ttl: Duration,
@@ -181,6 +187,9 @@ impl Config {
             && key.expose().len() < 16
         {
             return Err("ARTIFACT_SIGNING_KEY must be at least 16 bytes".into());
+        }
+        if self.max_queued_jobs == 0 {
+            return Err("MAX_QUEUED_JOBS must be at least 1".into());
         }
         if self.job_max_attempts == 0 {
             return Err("JOB_MAX_ATTEMPTS must be at least 1".into());

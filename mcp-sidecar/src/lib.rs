@@ -100,6 +100,7 @@ impl App {
                 finished_ttl: config.job_ttl,
                 lease: config.job_lease,
                 max_attempts: config.job_max_attempts,
+                max_queued: config.max_queued_jobs,
                 operation_timeout: STORE_OPERATION_TIMEOUT,
             },
         )?;

@@ -6,7 +6,9 @@
 //! - Against a local server speaking the Cloud Storage JSON upload wire format (named
 //!   `FakeGcs` below), for what the emulator does not implement: it ignores
 //!   `ifGenerationMatch=0`, so the create-once precondition and the 5xx/429 retry behaviour
-//!   are checked here.
+//!   are checked here, for the store itself and for jobs in the real sidecar process.
+//! - The emulator stopped under a running sidecar: jobs fail with a clear error after the
+//!   bounded attempts, and succeed again once it is back.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -59,7 +61,11 @@ struct Emulator {
 
 impl Emulator {
     fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts it on `port` (again, after it was stopped: a fresh in-memory bucket).
+    fn start_on(port: u16) -> Self {
         let child = Command::new(installed_tool("venv/bin/gcp-storage-emulator"))
             .args(["start", "--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--in-memory", "--default-bucket", BUCKET, "--quiet"])
@@ -468,4 +474,138 @@ async fn transient_failures_are_retried_and_then_reported_after_the_bounded_atte
             .is_err()
     );
     assert_eq!(fake.requests.lock().unwrap().len(), 1);
+}
+
+// ---- job-level faults: the real sidecar process --------------------------------------------
+
+/// Upload attempts the sidecars below are given (`ARTIFACT_UPLOAD_ATTEMPTS`).
+const UPLOAD_ATTEMPTS: &str = "3";
+/// How long a job may take to end when every upload attempt fails: 3 attempts with 200 ms and
+/// 400 ms (jittered, at most 2 s) back-offs between them, plus rendering, on a busy machine.
+const FAILED_UPLOAD_LIMIT: Duration = Duration::from_secs(20);
+
+/// The sidecar binary storing to `endpoint` (the GCS JSON API), signing with `account`.
+fn gcs_sidecar(endpoint: &str, account: &ServiceAccount) -> common::SidecarProcess {
+    start_sidecar_process(&[
+        ("ARTIFACT_STORE", "gcs"),
+        ("GCS_BUCKET", BUCKET),
+        ("GCS_ENDPOINT", endpoint),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            account.key_file.to_str().unwrap(),
+        ),
+        ("ARTIFACT_UPLOAD_ATTEMPTS", UPLOAD_ATTEMPTS),
+    ])
+}
+
+/// The upload requests `fake` saw for `job`'s object.
+fn uploads_of(fake: &FakeGcs, job: &str) -> usize {
+    let name = format!("renders/{job}.png");
+    fake.requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|query| query.get("name") == Some(&name))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_rides_out_transient_gcs_errors_and_fails_clearly_when_they_persist() {
+    let (fake, endpoint) = fake_gcs().await;
+    let account = ServiceAccount::create();
+    let sidecar = gcs_sidecar(&endpoint, &account);
+    let client = mcp_client(&sidecar.mcp_url()).await;
+
+    // 503 then 429, then the object is created: the job succeeds on its third upload attempt.
+    *fake.failures.lock().unwrap() = vec![503, 429];
+    let job = start(&client, chart_spec(200, 100, "png")).await;
+    let (status, _) = wait_terminal(&client, &job, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(uploads_of(&fake, &job), 3, "two retries, then the upload");
+    let stored = fake.objects.lock().unwrap()[&format!("renders/{job}.png")].clone();
+    let rendered = result(&client, &job).await;
+    assert!(
+        stored.len() >= rendered["bytes"].as_u64().unwrap() as usize,
+        "the object holds the artifact ({} bytes in a {}-byte multipart body)",
+        rendered["bytes"],
+        stored.len()
+    );
+
+    // Every attempt answers 503: the job ends `failed` after exactly the configured attempts,
+    // with an error that says what happened, and there is no object and no result.
+    *fake.failures.lock().unwrap() = vec![503; 100];
+    let started = Instant::now();
+    let job = start(&client, chart_spec(200, 100, "png")).await;
+    let (status, _) = wait_terminal(&client, &job, FAILED_UPLOAD_LIMIT).await;
+    let took = started.elapsed();
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("upload failed") && error.contains("503"),
+        "{error}"
+    );
+    assert_eq!(
+        uploads_of(&fake, &job),
+        3,
+        "exactly ARTIFACT_UPLOAD_ATTEMPTS"
+    );
+    assert!(
+        !fake
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&format!("renders/{job}.png"))
+    );
+    let no_result = result(&client, &job).await;
+    assert_eq!(
+        (
+            &no_result["ready"],
+            &no_result["state"],
+            no_result.get("url")
+        ),
+        (&json!(false), &json!("failed"), None),
+        "a failed job has no result: {no_result}"
+    );
+    println!("all {UPLOAD_ATTEMPTS} uploads answered 503: failed after {took:.2?}: {error}");
+
+    // The failure stays put: the record never changes again, even once GCS is healthy.
+    fake.failures.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(common::jobs::status(&client, &job).await, status);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_gcs_emulator_down_jobs_fail_clearly_and_succeed_again_once_it_is_back() {
+    let emulator = Emulator::start();
+    let port = emulator.port;
+    let account = ServiceAccount::create();
+    let sidecar = gcs_sidecar(&emulator.endpoint(), &account);
+    let client = mcp_client(&sidecar.mcp_url()).await;
+
+    let job = start(&client, chart_spec(200, 100, "png")).await;
+    let (status, _) = wait_terminal(&client, &job, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+
+    // The emulator goes away: nothing listens on its port, every connection is refused.
+    drop(emulator);
+    let started = Instant::now();
+    let job = start(&client, chart_spec(200, 100, "png")).await;
+    let (status, _) = wait_terminal(&client, &job, FAILED_UPLOAD_LIMIT).await;
+    let took = started.elapsed();
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("upload failed"), "{error}");
+    println!("emulator down: failed after {took:.2?}: {error}");
+
+    // Back on the same port: new jobs succeed, with no restart of the sidecar, and their
+    // signed URLs download the object.
+    let emulator = Emulator::start_on(port);
+    let job = start(&client, chart_spec(200, 100, "png")).await;
+    let (status, _) = wait_terminal(&client, &job, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let pixmap = decode_png(&download(&result(&client, &job).await).await);
+    assert_eq!((pixmap.width(), pixmap.height()), (200, 100));
+    drop(emulator);
+    client.cancel().await.unwrap();
 }

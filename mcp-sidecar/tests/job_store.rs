@@ -22,6 +22,7 @@ fn settings(prefix: &str) -> StoreSettings {
         finished_ttl: Duration::from_secs(3600),
         lease: Duration::from_millis(300),
         max_attempts: 3,
+        max_queued: 10_000,
         operation_timeout: Duration::from_secs(2),
     }
 }
@@ -107,6 +108,41 @@ async fn an_idempotency_key_returns_the_same_job_and_refuses_a_different_spec() 
     );
     let (other, _) = store.enqueue(SPEC, 4, Some("order-18"), "").await.unwrap();
     assert_ne!(other, first);
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_and_a_finished_job_makes_room() {
+    let redis = RedisServer::start();
+    let store = store(&redis, |settings| settings.max_queued = 3).await;
+    let (first, _) = store.enqueue(SPEC, 4, Some("kept"), "").await.unwrap();
+    store.enqueue(SPEC, 4, None, "").await.unwrap();
+    store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let recent_before: Vec<String> = redis.connection().zrange("test:s:recent", 0, -1).unwrap();
+
+    let refused = store.enqueue(SPEC, 4, None, "").await.unwrap_err();
+    assert!(matches!(refused, StoreError::QueueFull(3)), "{refused:?}");
+    assert!(refused.to_string().contains("MAX_QUEUED_JOBS"), "{refused}");
+    // Nothing was written for the refused job.
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    let recent: Vec<String> = redis.connection().zrange("test:s:recent", 0, -1).unwrap();
+    assert_eq!(recent, recent_before);
+    // A repeat of an existing job is still answered: it adds nothing.
+    assert_eq!(
+        store.enqueue(SPEC, 4, Some("kept"), "").await.unwrap(),
+        (first, false)
+    );
+
+    // A running job still counts; once it has finished there is room again.
+    let job = run(&store, "w1").await;
+    assert!(matches!(
+        store.enqueue(SPEC, 4, None, "").await,
+        Err(StoreError::QueueFull(3))
+    ));
+    store
+        .succeed(&job, "done", &artifact(&job.id))
+        .await
+        .unwrap();
+    assert!(store.enqueue(SPEC, 4, None, "").await.unwrap().1);
 }
 
 #[tokio::test]

@@ -24,6 +24,9 @@
 //! - **Bounded attempts**: a delivery beyond `max_attempts` fails the job, keeping the last error.
 //! - **Expiry**: finished records expire after the configured TTL; their queue entries are
 //!   deleted when they finish, so the stream only holds live work (`XLEN` = queue depth).
+//! - **Bounded queue**: `enqueue` refuses a new job while `max_queued` entries are queued or
+//!   running, in the same atomic step, so a flood of `start_render` calls cannot grow Redis
+//!   without bound; an idempotent repeat of an existing job is still answered.
 //! - **No scans**: every hot-path operation touches known keys; status is one `HMGET`.
 
 use std::time::Duration;
@@ -56,6 +59,11 @@ pub enum StoreError {
          use a new key for a different render"
     )]
     IdempotencyConflict(String),
+    #[error(
+        "the render queue is full ({0} jobs queued or running, the limit is MAX_QUEUED_JOBS); \
+         try again once some have finished"
+    )]
+    QueueFull(u64),
     #[error("job record is damaged: {0}")]
     Corrupt(String),
 }
@@ -76,6 +84,8 @@ pub struct StoreSettings {
     pub lease: Duration,
     /// Deliveries a job may have before it fails for good.
     pub max_attempts: u32,
+    /// Most jobs queued or running at once; `enqueue` refuses new ones beyond it.
+    pub max_queued: u64,
     /// Bound on each Redis operation a tool waits for.
     pub operation_timeout: Duration,
 }
@@ -292,12 +302,14 @@ impl JobStore {
             .arg(if idempotency_key.is_some() { "1" } else { "0" })
             .arg(self.ttl_ms())
             .arg(RECENT_CAP)
-            .arg(trace_context);
+            .arg(trace_context)
+            .arg(self.settings.max_queued);
         let (outcome, job): (String, String) = self.invoke(invocation).await?;
         match outcome.as_str() {
             "created" => Ok((id, true)),
             "existing" => Ok((parse_stored_id(&job)?, false)),
             "conflict" => Err(StoreError::IdempotencyConflict(job)),
+            "full" => Err(StoreError::QueueFull(job.parse().unwrap_or_default())),
             other => Err(StoreError::Corrupt(format!("enqueue answered `{other}`"))),
         }
     }

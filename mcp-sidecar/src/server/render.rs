@@ -103,7 +103,9 @@ impl super::ToolFailure for RenderToolError {
             Self::Spec(_) | Self::JobId(_) | Self::Argument(_) => Failure::InvalidArguments,
             Self::Store(StoreError::NotFound(_)) => Failure::NotFound,
             Self::Store(StoreError::IdempotencyConflict(_)) => Failure::Conflict,
-            Self::Store(StoreError::Unavailable(_)) => Failure::Unavailable,
+            Self::Store(StoreError::Unavailable(_) | StoreError::QueueFull(_)) => {
+                Failure::Unavailable
+            }
             Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => Failure::Internal,
         }
     }

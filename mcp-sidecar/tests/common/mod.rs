@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod jobs;
+pub mod memory;
 
 pub use test_support::{redis_server, temp_dir};
 

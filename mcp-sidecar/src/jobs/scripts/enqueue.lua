@@ -3,7 +3,7 @@
 -- KEYS: 1 job hash, 2 queue stream, 3 recent zset, 4 idempotency key
 -- ARGV: 1 job id, 2 now (ms), 3 spec JSON, 4 total stages, 5 spec digest,
 --       6 "1" when an idempotency key was given, 7 idempotency TTL (ms), 8 recent-list cap,
---       9 trace context ("" when none)
+--       9 trace context ("" when none), 10 queue bound (entries queued or running)
 if ARGV[6] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
@@ -14,6 +14,10 @@ if ARGV[6] == '1' then
     end
     return {'existing', id}
   end
+end
+local depth = redis.call('XLEN', KEYS[2])
+if depth >= tonumber(ARGV[10]) then
+  return {'full', tostring(depth)}
 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[1],
