@@ -8,12 +8,6 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
-
 use common::Stack;
 
 /// The agent's default body limit (`MAX_BODY_BYTES`).
@@ -21,18 +15,7 @@ const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Sends raw `request` to `addr`; returns the status and the body as text.
 fn exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    // Written from another thread: a refusal may come before the whole body was read.
-    let writing = std::thread::spawn(move || {
-        let _ = writer.write_all(&request);
-    });
-    let mut raw = vec![];
-    let _ = stream.read_to_end(&mut raw);
-    let _ = writing.join();
+    let raw = test_support::raw_exchange(addr, request);
     let reply = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -13,8 +13,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -670,24 +669,7 @@ impl Wire {
 
     /// Sends `request` and reads the whole reply.
     fn exchange(&self, request: Vec<u8>) -> Reply {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        // Written from another thread: a server refusing a large body answers (and may close)
-        // before it has read all of it, and the answer must still be read.
-        let writing = std::thread::spawn(move || {
-            let _ = writer.write_all(&request);
-        });
-        let mut raw = vec![];
-        // A reset after the answer (the server closing on an unread body) is fine.
-        let _ = stream.read_to_end(&mut raw);
-        let _ = writing.join();
-        Reply::parse(&raw)
+        Reply::parse(&test_support::raw_exchange(self.addr, request))
     }
 
     fn tool(&self, tool: &str, arguments: &Value) -> Reply {

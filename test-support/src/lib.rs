@@ -32,6 +32,26 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Sends `request` as raw bytes on a new connection to `addr` and reads until the server
+/// closes it; nothing is normalized on the way. The request is written from another thread,
+/// since a server refusing a large body answers (and may close) before it has read all of it,
+/// and that answer must still be read. A reset after the answer is not an error here.
+pub fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let timeout = Some(std::time::Duration::from_secs(60));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(timeout).unwrap();
+    stream.set_write_timeout(timeout).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let writing = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let mut raw = vec![];
+    let _ = stream.read_to_end(&mut raw);
+    let _ = writing.join();
+    raw
+}
+
 /// Path to a tool installed by `scripts/install-test-tools`, with a clear failure if missing.
 pub fn installed_tool(relative: &str) -> PathBuf {
     let path = workspace_root().join(".tools").join(relative);
