@@ -298,15 +298,20 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
     if is_delete && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
+    let streamed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
     match in_flight {
-        // Counted until the body (an SSE stream in stateful mode) has been sent.
-        Some(guard) => response.map(|body| {
+        // An SSE answer (stateful mode) is still being written: counted until its body ends.
+        // A JSON answer is complete here, so the guard can go now.
+        Some(guard) if streamed => response.map(|body| {
             Body::new(body.map_frame(move |frame| {
                 let _counted = &guard;
                 frame
             }))
         }),
-        None => response,
+        _ => response,
     }
 }
 

@@ -390,16 +390,18 @@ async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
     let _ = std::fs::remove_dir_all(&artifact_dir);
 }
 
-/// 32 clients calling `add` over plain HTTP as fast as they can until told to stop; returns
-/// (answers 200 with the right sum, other answers, connection errors).
+/// 32 clients calling `add` over plain HTTP as fast as they can until told to stop, counting
+/// right answers in `answered` as they come; returns (answers 200 with the right sum, other
+/// answers, connection errors).
 fn add_load(
     url: String,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<(usize, Vec<String>, usize)> {
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..32 {
-            let (url, stop) = (url.clone(), stop.clone());
+            let (url, stop, answered) = (url.clone(), stop.clone(), answered.clone());
             tasks.spawn(async move {
                 let http = reqwest::Client::new();
                 let (mut ok, mut bad, mut refused) = (0, vec![], 0);
@@ -412,6 +414,7 @@ fn add_load(
                             let text = response.text().await.unwrap_or_default();
                             if status == 200 && text.contains(r#""sum":5"#) {
                                 ok += 1;
+                                answered.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 bad.push(format!("{status}: {text}"));
                             }
@@ -449,14 +452,18 @@ async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_ba
     }
     client.cancel().await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = add_load(sidecar.mcp_url(), stop.clone());
-    // Under load, with jobs running.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let load = add_load(sidecar.mcp_url(), stop.clone(), answered.clone());
+    // Under load (every client has had answers), with jobs running.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&cluster.states(&jobs), "running") == 0 {
-        assert!(Instant::now() < deadline, "no job started");
+    while count(&cluster.states(&jobs), "running") == 0 || answered.load(Ordering::Relaxed) < 64 {
+        assert!(
+            Instant::now() < deadline,
+            "no job started or no call answered"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let states_at_sigterm = cluster.states(&jobs);
     let sent = Instant::now();
     let status = tokio::task::spawn_blocking(move || sidecar.terminate())
