@@ -18,6 +18,7 @@ use std::{
 use common::{
     SidecarProcess,
     cluster::{Cluster, logged_successes},
+    initialize_body,
     jobs::*,
     mcp_client, mcp_post,
     redis_server::RedisServer,
@@ -390,11 +391,35 @@ async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
     let _ = std::fs::remove_dir_all(&artifact_dir);
 }
 
-/// 32 clients calling `add` over plain HTTP as fast as they can until told to stop, counting
-/// right answers in `answered` as they come; returns (answers 200 with the right sum, other
-/// answers, connection errors).
+/// Opens an MCP session over plain HTTP (stateful mode) and returns its id.
+async fn open_session(http: &reqwest::Client, url: &str) -> String {
+    let response = mcp_post(http, url)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.text().await;
+    let initialized = mcp_post(http, url)
+        .header("mcp-session-id", &session)
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(initialized.status().is_success());
+    session
+}
+
+/// 32 clients calling `add` over plain HTTP as fast as they can until told to stop (each in
+/// its own session when `sessions`), counting right answers in `answered` as they come;
+/// returns (answers 200 with the right sum, other answers, connection errors).
 fn add_load(
     url: String,
+    sessions: bool,
     stop: Arc<AtomicBool>,
     answered: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<(usize, Vec<String>, usize)> {
@@ -404,11 +429,21 @@ fn add_load(
             let (url, stop, answered) = (url.clone(), stop.clone(), answered.clone());
             tasks.spawn(async move {
                 let http = reqwest::Client::new();
+                let session = if sessions {
+                    Some(open_session(&http, &url).await)
+                } else {
+                    None
+                };
                 let (mut ok, mut bad, mut refused) = (0, vec![], 0);
                 while !stop.load(Ordering::Relaxed) {
                     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                         "params": {"name": "add", "arguments": {"a": 2, "b": 3}}});
-                    match mcp_post(&http, &url).json(&body).send().await {
+                    let mut request = mcp_post(&http, &url).json(&body);
+                    if let Some(session) = &session {
+                        request = request.header("mcp-session-id", session);
+                    }
+                    // In session mode the answer is an SSE event: the whole body must arrive.
+                    match request.send().await {
                         Ok(response) => {
                             let status = response.status();
                             let text = response.text().await.unwrap_or_default();
@@ -442,8 +477,14 @@ fn add_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_back() {
+    for mode in ["stateless", "stateful"] {
+        sigterm_under_load(mode).await;
+    }
+}
+
+async fn sigterm_under_load(mode: &str) {
     let cluster = Cluster::new();
-    let sidecar = cluster.sidecar("2", &[("SHUTDOWN_GRACE", "8s")]);
+    let sidecar = cluster.sidecar("2", &[("SHUTDOWN_GRACE", "8s"), ("MCP_SESSION_MODE", mode)]);
     let client = mcp_client(&sidecar.mcp_url()).await;
     // Big renders (a few hundred ms each), so some are mid-render at SIGTERM.
     let mut jobs = vec![];
@@ -453,7 +494,12 @@ async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_ba
     client.cancel().await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
-    let load = add_load(sidecar.mcp_url(), stop.clone(), answered.clone());
+    let load = add_load(
+        sidecar.mcp_url(),
+        mode == "stateful",
+        stop.clone(),
+        answered.clone(),
+    );
     // Under load (every client has had answers), with jobs running.
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&cluster.states(&jobs), "running") == 0 || answered.load(Ordering::Relaxed) < 64 {
@@ -475,7 +521,7 @@ async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_ba
 
     let states_after = cluster.states(&jobs);
     println!(
-        "SIGTERM with {} running, {} queued: exit {status} after {drained_in:.2?}; {ok} add \
+        "{mode}: SIGTERM with {} running, {} queued: exit {status} after {drained_in:.2?}; {ok} add \
          calls answered, {} bad, {refused} refused connections; after exit: {} succeeded, {} \
          queued, {} running",
         count(&states_at_sigterm, "running"),
