@@ -110,6 +110,7 @@ fn count(states: &[(String, String)], state: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_jobs_survive_repeated_sigkill_of_their_sidecars() {
+    let _heavy = common::one_heavy_test_at_a_time();
     const JOBS: usize = 1000;
     const KILLS: usize = 4;
     const LEASE: Duration = Duration::from_secs(1);
@@ -286,6 +287,7 @@ async fn a_thousand_jobs_survive_repeated_sigkill_of_their_sidecars() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
+    let _heavy = common::one_heavy_test_at_a_time();
     let mut redis = RedisServer::start_with(true);
     let artifact_dir = temp_dir("aof-artifacts");
     let sidecar = start_sidecar_process_with(
@@ -477,6 +479,7 @@ fn add_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_back() {
+    let _heavy = common::one_heavy_test_at_a_time();
     for mode in ["stateless", "stateful"] {
         sigterm_under_load(mode).await;
     }

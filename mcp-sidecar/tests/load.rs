@@ -50,6 +50,7 @@ const QUEUE_BOUND: usize = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_clients_get_every_answer_with_bounded_memory() {
+    let _heavy = common::one_heavy_test_at_a_time();
     for mode in ["stateless", "stateful"] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", mode)]);
         let memory = MemorySampler::start(sidecar.process.pid());
@@ -127,6 +128,7 @@ enum Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_ten_thousand_start_render_calls_is_accepted_or_clearly_refused_and_none_is_lost()
  {
+    let _heavy = common::one_heavy_test_at_a_time();
     let cluster = Cluster::new();
     // No workers: the burst meets a queue that nothing drains, so the bound is reached.
     let accepting = cluster.sidecar("0", &[("MAX_QUEUED_JOBS", &QUEUE_BOUND.to_string())]);

@@ -100,6 +100,16 @@ pub async fn spawn_sidecar_on(
 
 pub type McpClient = RunningService<RoleClient, ClientConfig>;
 
+/// Held by the heavy tests of one test binary (faults, load), which measure time bounds and
+/// memory: they run one at a time rather than in parallel on a 2-core machine.
+pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one may still run.
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An rmcp client that has completed `initialize` against `url`.
 pub async fn mcp_client(url: &str) -> McpClient {
     ClientConfig::default()
