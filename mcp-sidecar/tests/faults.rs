@@ -3,6 +3,9 @@
 //! and SIGTERM under load. Nothing acknowledged may be lost, no job may succeed twice, and no
 //! finished job may ever change.
 #![allow(clippy::unwrap_used)]
+// The guard of `one_heavy_test_at_a_time` is held for a whole test, on purpose, across awaits:
+// each test is its own runtime on its own thread, so nothing else waits on this thread.
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 
