@@ -44,15 +44,15 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
     let host = addr.to_string();
     let oversized = format!(r#"{{"text":"{}"}}"#, "x".repeat(BODY_LIMIT + 1024));
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+    let mut cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
         (
-            "POST /v1/tools/echo, body over the 2 MiB limit",
+            "POST /v1/tools/echo, body over the 2 MiB limit".into(),
             post_json(&host, "/v1/tools/echo", oversized.as_bytes()),
             413,
             "cannot read the request body",
         ),
         (
-            "POST /v1/renders, body over the 2 MiB limit",
+            "POST /v1/renders, body over the 2 MiB limit".into(),
             post_json(
                 &host,
                 "/v1/renders",
@@ -62,25 +62,19 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
             "cannot read the request body",
         ),
         (
-            "POST /v1/tools/add, invalid UTF-8",
+            "POST /v1/tools/add, invalid UTF-8".into(),
             post_json(&host, "/v1/tools/add", b"{\"a\":\"\xff\xfe\",\"b\":1}"),
             400,
             "the request body is not valid",
         ),
         (
-            "POST /v1/tools/add, 100,000 nested arrays",
+            "POST /v1/tools/add, 100,000 nested arrays".into(),
             post_json(&host, "/v1/tools/add", nested.as_bytes()),
             400,
             "recursion limit exceeded",
         ),
         (
-            "GET /files/../../etc/passwd",
-            get(&host, "/files/../../etc/passwd"),
-            404,
-            "no such endpoint",
-        ),
-        (
-            "GET /files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "GET /files/%2e%2e%2f%2e%2e%2fetc%2fpasswd, with a signature".into(),
             get(
                 &host,
                 "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd?expires=9999999999&signature=00",
@@ -88,31 +82,20 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
             404,
             "no such artifact",
         ),
-        (
-            "GET /files/%2Fetc%2Fpasswd",
-            get(&host, "/files/%2Fetc%2Fpasswd"),
-            404,
-            "no such artifact",
-        ),
-        (
-            "GET /v1/renders/..%2F..%2Fetc%2Fpasswd",
-            get(&host, "/v1/renders/..%2F..%2Fetc%2Fpasswd"),
-            404,
-            "no render job",
-        ),
-        (
-            "GET /v1/renders/../../etc/passwd",
-            get(&host, "/v1/renders/../../etc/passwd"),
-            404,
-            "no such endpoint",
-        ),
-        (
-            "GET /v1/renders/%2e%2e%2f%2e%2e/events",
-            get(&host, "/v1/renders/%2e%2e%2f%2e%2e/events"),
-            404,
-            "no render job",
-        ),
     ];
+    // Paths that try to leave `/files` or a job id: (path, status, message).
+    let traversals = [
+        ("/files/../../etc/passwd", 404, "no such endpoint"),
+        ("/files/%2Fetc%2Fpasswd", 404, "no such artifact"),
+        ("/v1/renders/..%2F..%2Fetc%2Fpasswd", 404, "no render job"),
+        ("/v1/renders/../../etc/passwd", 404, "no such endpoint"),
+        ("/v1/renders/%2e%2e%2f%2e%2e/events", 404, "no render job"),
+    ];
+    cases.extend(
+        traversals.map(|(path, status, needle)| {
+            (format!("GET {path}"), get(&host, path), status, needle)
+        }),
+    );
 
     println!("\n| case | status | body |\n|---|---|---|");
     for (name, request, status, needle) in cases {

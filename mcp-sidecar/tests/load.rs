@@ -9,7 +9,8 @@
 //! Throughput and latency are measured in `bench/` (release build, ratios); this only checks
 //! correctness and bounds under load. `cargo test -p mcp-sidecar --test load -- --nocapture`
 //! prints the figures.
-#![allow(clippy::unwrap_used)] // a test: failures should panic loudly
+#![allow(clippy::unwrap_used)]
+// a test: failures should panic loudly
 // The guard of `one_heavy_test_at_a_time` is held for a whole test, on purpose, across awaits:
 // each test is its own runtime on its own thread, so nothing else waits on this thread.
 #![allow(clippy::await_holding_lock)]
