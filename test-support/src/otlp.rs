@@ -11,6 +11,7 @@ use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post}
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{AnyValue, any_value::Value as AnyValueKind},
+    resource::v1::Resource,
 };
 use prost::Message;
 
@@ -55,6 +56,19 @@ fn text(value: Option<&AnyValue>) -> String {
     }
 }
 
+/// The `service.name` attribute of a resource ("" when absent).
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+        })
+        .map(|kv| text(kv.value.as_ref()))
+        .unwrap_or_default()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -66,17 +80,7 @@ async fn traces(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> St
     let mut received = received.lock().unwrap();
     received.requests += 1;
     for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|resource| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|kv| kv.key == "service.name")
-            })
-            .map(|kv| text(kv.value.as_ref()))
-            .unwrap_or_default();
+        let service = service_name(resource_spans.resource.as_ref());
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
                 received.spans.push(ReceivedSpan {
@@ -106,17 +110,7 @@ async fn metrics(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> S
     let mut received = received.lock().unwrap();
     received.requests += 1;
     for resource_metrics in request.resource_metrics {
-        let service = resource_metrics
-            .resource
-            .as_ref()
-            .and_then(|resource| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|kv| kv.key == "service.name")
-            })
-            .map(|kv| text(kv.value.as_ref()))
-            .unwrap_or_default();
+        let service = service_name(resource_metrics.resource.as_ref());
         for scope in resource_metrics.scope_metrics {
             for metric in scope.metrics {
                 received.metrics.push((service.clone(), metric.name));

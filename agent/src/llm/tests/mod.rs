@@ -288,6 +288,32 @@ fn add_tool_model_schema() -> Value {
     })
 }
 
+/// Asks `chat_model` "What is 2 + 3?" with [`add_tool`], run by `runner` (which answers
+/// `{"sum": 5}`), and checks the round trip: one `add {a: 2, b: 3}` call, run once, then the
+/// model's "2 + 3 = 5" on the second turn.
+async fn assert_adds_two_and_three(chat_model: &ChatModel, runner: &RecordingRunner) {
+    let reply = chat_model
+        .chat(&user_says("What is 2 + 3?"), &[add_tool()], runner, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        ChatReply {
+            reply: "2 + 3 = 5".to_owned(),
+            tool_calls: vec![ToolCallRecord {
+                name: "add".to_owned(),
+                arguments: json!({ "a": 2, "b": 3 }),
+                result: json!({ "sum": 5 }),
+            }],
+            turns: 2,
+        }
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![("add".to_owned(), json!({ "a": 2, "b": 3 }))]
+    );
+}
+
 fn user_says(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage {
         role: Role::User,

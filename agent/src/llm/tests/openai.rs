@@ -65,27 +65,7 @@ async fn tool_call_round_trip() {
         "Debug must not leak the key"
     );
 
-    let reply = chat_model
-        .chat(&user_says("What is 2 + 3?"), &[add_tool()], &runner, 4)
-        .await
-        .unwrap();
-
-    assert_eq!(
-        reply,
-        ChatReply {
-            reply: "2 + 3 = 5".to_owned(),
-            tool_calls: vec![ToolCallRecord {
-                name: "add".to_owned(),
-                arguments: json!({ "a": 2, "b": 3 }),
-                result: json!({ "sum": 5 }),
-            }],
-            turns: 2,
-        }
-    );
-    assert_eq!(
-        runner.calls(),
-        vec![("add".to_owned(), json!({ "a": 2, "b": 3 }))]
-    );
+    assert_adds_two_and_three(&chat_model, &runner).await;
 
     let requests = model.requests();
     assert_eq!(requests.len(), 2);

@@ -77,27 +77,7 @@ async fn function_call_round_trip() {
     let chat_model = vertex_model(&model, &metadata, TEST_TIMEOUT);
     assert_eq!(chat_model.describe(), "vertex:gemini-2.5-flash");
 
-    let reply = chat_model
-        .chat(&user_says("What is 2 + 3?"), &[add_tool()], &runner, 4)
-        .await
-        .unwrap();
-
-    assert_eq!(
-        reply,
-        ChatReply {
-            reply: "2 + 3 = 5".to_owned(),
-            tool_calls: vec![ToolCallRecord {
-                name: "add".to_owned(),
-                arguments: json!({ "a": 2, "b": 3 }),
-                result: json!({ "sum": 5 }),
-            }],
-            turns: 2,
-        }
-    );
-    assert_eq!(
-        runner.calls(),
-        vec![("add".to_owned(), json!({ "a": 2, "b": 3 }))]
-    );
+    assert_adds_two_and_three(&chat_model, &runner).await;
 
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
