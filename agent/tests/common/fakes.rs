@@ -314,16 +314,26 @@ impl FakeModel {
     }
 }
 
+/// Keeps the request (its `Authorization` and body) and returns the script to answer it by.
+fn record_model_request(
+    script: &Mutex<Script>,
+    requests: &ModelRequests,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Script {
+    requests
+        .lock()
+        .unwrap()
+        .push((header(headers, "authorization"), body.clone()));
+    *script.lock().unwrap()
+}
+
 async fn vertex_generate(
     State((script, requests)): State<ModelState>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    requests
-        .lock()
-        .unwrap()
-        .push((header(&headers, "authorization"), body.clone()));
-    let script = *script.lock().unwrap();
+    let script = record_model_request(&script, &requests, &headers, &body);
     // The function response, if this request carries one.
     let answered = body["contents"]
         .as_array()
@@ -348,11 +358,7 @@ async fn openai_completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    requests
-        .lock()
-        .unwrap()
-        .push((header(&headers, "authorization"), body.clone()));
-    let script = *script.lock().unwrap();
+    let script = record_model_request(&script, &requests, &headers, &body);
     let answered = body["messages"]
         .as_array()
         .into_iter()
