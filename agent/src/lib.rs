@@ -163,15 +163,7 @@ impl App {
             while supervisors.join_next().await.is_some() {}
             served
         };
-        tokio::select! {
-            result = everything => result,
-            () = async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
-                Ok(())
-            }
-        }
+        service_core::shutdown::within_grace(&shutdown, grace, "in-flight requests", everything)
+            .await
     }
 }

@@ -224,16 +224,7 @@ impl App {
             while workers.join_next().await.is_some() {}
             served
         };
-        tokio::select! {
-            result = everything => result,
-            () = async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace = ?grace, "in-flight work did not finish in time; stopping anyway");
-                Ok(())
-            }
-        }
+        service_core::shutdown::within_grace(&shutdown, grace, "in-flight work", everything).await
     }
 }
 

@@ -1,6 +1,8 @@
 //! One cancellation token per process, cancelled by SIGTERM (what Cloud Run sends, with about
 //! ten seconds of grace) or Ctrl-C. Servers, MCP sessions and workers hold child tokens.
 
+use std::{future::Future, time::Duration};
+
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token that is cancelled on the first SIGTERM or Ctrl-C.
@@ -33,4 +35,25 @@ pub fn cancel_on_signal() -> std::io::Result<CancellationToken> {
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// Runs `work` (serving, then draining what was in flight) to its end, but no longer than
+/// `grace` after `shutdown` is cancelled: past that it logs that `what` did not finish and
+/// returns `Ok(())`, so the process exits before the platform kills it.
+pub async fn within_grace(
+    shutdown: &CancellationToken,
+    grace: Duration,
+    what: &str,
+    work: impl Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::select! {
+        result = work => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace = ?grace, "{what} did not finish in time; stopping anyway");
+            Ok(())
+        }
+    }
 }
