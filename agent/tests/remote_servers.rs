@@ -39,14 +39,7 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
     // The remote server connects in the background; wait for its tools.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let listed = loop {
-        let listed: Value = http
-            .get(stack.url("/v1/tools"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = common::get_json(&http, &stack.url("/v1/tools")).await;
         if listed["tools"]
             .as_array()
             .unwrap()
@@ -110,14 +103,7 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
         "the ${{VAR}} header reached the server"
     );
 
-    let ready: Value = http
-        .get(stack.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = common::get_json(&http, &stack.url("/readyz")).await;
     assert_eq!(ready["servers"]["remote"], "connected");
 }
 

@@ -169,6 +169,11 @@ pub fn http_status(url: &str) -> Option<u16> {
     reply.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// GETs `url` and returns its JSON body (any status).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// One server-sent event.
 #[derive(Debug, Clone)]
 pub struct SseEvent {
