@@ -69,7 +69,7 @@ pub struct App {
     report_queue_depth: bool,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
-    /// rmcp's token: cancelled after the shutdown token, once `in_flight` is idle.
+    /// rmcp's token: cancelled after the shutdown token, once the HTTP server has finished.
     sessions: CancellationToken,
     in_flight: InFlight,
 }
@@ -119,14 +119,14 @@ impl App {
             },
         });
         // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)
-        // when this is cancelled, which `run_until_stopped` does once the requests in flight
-        // at SIGTERM have been answered.
+        // when this is cancelled, which `run_until_stopped` does once every request read
+        // before SIGTERM has been answered.
         let sessions = CancellationToken::new();
         let in_flight = InFlight::default();
         let mcp = mcp_service(&config, shared, sessions.clone());
         let state = Arc::new(HttpState {
             mcp,
-            max_body_bytes: config.max_body_bytes,
+            body_limits: service_core::body::BodyLimits::new(config.max_body_bytes),
             bearer_token_digest: config
                 .bearer_token
                 .as_ref()
@@ -134,6 +134,7 @@ impl App {
             store: store.clone(),
             artifacts: artifacts.clone(),
             in_flight: in_flight.clone(),
+            shutdown: shutdown.clone(),
         });
 
         let worker_count = config.render_workers();
@@ -198,21 +199,27 @@ impl App {
         });
         let shutdown = self.shutdown.clone();
         let (sessions, in_flight) = (self.sessions, self.in_flight);
+        // rmcp's token ends its sessions and answers any request still waiting for its handler
+        // with a 500, so it is cancelled only once the HTTP server has finished: every
+        // connection closed, so every request read before SIGTERM (or racing it on a kept-alive
+        // connection) has had its answer. The server stops accepting at SIGTERM and ends the
+        // sessions' GET streams itself (`http::mcp_endpoint`); should a request still be
+        // running when the grace is nearly over, its session is closed then.
         let answer_in_flight = self.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN);
         tokio::spawn({
-            let shutdown = shutdown.clone();
+            let (shutdown, sessions) = (shutdown.clone(), sessions.clone());
             async move {
                 shutdown.cancelled().await;
-                if tokio::time::timeout(answer_in_flight, in_flight.idle())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        in_flight = in_flight.count(),
-                        "MCP requests still unanswered; closing their sessions"
-                    );
+                tokio::select! {
+                    () = tokio::time::sleep(answer_in_flight) => {
+                        tracing::warn!(
+                            in_flight = in_flight.count(),
+                            "MCP requests still unanswered; closing their sessions"
+                        );
+                        sessions.cancel();
+                    }
+                    () = sessions.cancelled() => {}
                 }
-                sessions.cancel();
             }
         });
         let server = axum::serve(listener, self.router)
@@ -221,6 +228,7 @@ impl App {
         let grace = self.shutdown_grace;
         let everything = async move {
             let served = server.into_future().await;
+            sessions.cancel();
             while workers.join_next().await.is_some() {}
             served
         };

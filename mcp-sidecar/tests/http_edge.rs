@@ -4,10 +4,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{initialize_body, mcp_post, spawn_sidecar};
 use mcp_sidecar::config::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use test_support::{KeptAliveConnection, RawResponse, raw_json_post};
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -266,26 +269,191 @@ async fn malformed_bodies_get_jsonrpc_errors_and_the_server_keeps_serving() {
     add_works(&sidecar.mcp_url()).await;
 }
 
+fn tool_call(id: Value, tool: &str, arguments: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                               "params": {"name": tool, "arguments": arguments}}))
+    .unwrap()
+}
+
+fn add_call(id: u64) -> Vec<u8> {
+    tool_call(json!(id), "add", json!({"a": 2, "b": 3}))
+}
+
+/// Asserts `response` is the answer to `add(2, 3)` with request id `id`.
+fn assert_added(response: Option<RawResponse>, id: u64) {
+    let response = response.expect("an answer on the same connection");
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    assert_eq!(body["id"], id);
+    assert_eq!(body["result"]["structuredContent"], json!({"sum": 5}), "{body}");
+}
+
+/// Runs blocking socket work off the async test's threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap()
+}
+
 #[tokio::test]
-async fn an_oversized_body_is_refused_with_413() {
+async fn an_oversized_tool_call_gets_a_tool_result_and_the_kept_alive_connection_goes_on() {
     let sidecar = spawn_sidecar(|config| config.max_body_bytes = 64 * 1024).await;
-    let huge_text = "x".repeat(200 * 1024);
-    let response = mcp_post(&http(), &sidecar.mcp_url())
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                      "params": {"name": "echo", "arguments": {"text": huge_text}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let error: Value = response.json().await.unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("65536 bytes")
-    );
-    // A body under the limit still works.
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        let mut connection = KeptAliveConnection::open(addr);
+        assert_added(connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(1))), 1);
+        // The id after the params, as the TypeScript SDK writes it.
+        let huge = format!(
+            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}},"id":"big-1"}}"#,
+            "x".repeat(3 * 1024 * 1024)
+        );
+        let answer = connection
+            .exchange(raw_json_post(&host, "/mcp", &[], huge.as_bytes()))
+            .expect("the oversized call is answered");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("connection"), None);
+        let body = answer.json();
+        assert_eq!(body["id"], "big-1");
+        let result = &body["result"];
+        assert_eq!(result["isError"], true, "{body}");
+        assert_eq!(result["structuredContent"]["code"], "invalid_arguments");
+        let message = result["structuredContent"]["error"].as_str().unwrap();
+        for part in [&format!("of {} bytes", huge.len()), "limit of 65536 bytes", "echo was not run", "Send less data"] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        // Legacy peers (no 2026-07-28 version header) get no resultType, like rmcp's own answers.
+        assert!(result.get("resultType").is_none(), "{result}");
+        assert_added(connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))), 2);
+
+        // A 2026-07-28 request gets the result in that revision's shape.
+        let answer = connection
+            .exchange(raw_json_post(&host, "/mcp", &["MCP-Protocol-Version: 2026-07-28"], huge.as_bytes()))
+            .unwrap();
+        assert_eq!(answer.json()["result"]["resultType"], "complete");
+        assert_added(connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(3))), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_request_of_another_kind_gets_413_with_its_id_and_the_connection_goes_on() {
+    let sidecar = spawn_sidecar(|config| config.max_body_bytes = 64 * 1024).await;
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        let mut connection = KeptAliveConnection::open(addr);
+        let mut initialize = initialize_body();
+        initialize["id"] = json!(41);
+        initialize["params"]["clientInfo"]["name"] = json!("x".repeat(200 * 1024));
+        let body = serde_json::to_vec(&initialize).unwrap();
+        let answer = connection.exchange(raw_json_post(&host, "/mcp", &[], &body)).unwrap();
+        assert_eq!(answer.status, 413);
+        let error = answer.json();
+        assert_eq!(error["id"], 41);
+        assert_eq!(error["error"]["code"], -32600);
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("of {} bytes exceeds the limit of 65536 bytes", body.len())), "{message}");
+        assert_added(connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_pipelined_behind_an_oversized_one_are_all_answered_in_order() {
+    let sidecar = spawn_sidecar(|config| config.max_body_bytes = 64 * 1024).await;
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        let mut connection = KeptAliveConnection::open(addr);
+        let huge = tool_call(json!(1), "echo", json!({"text": "y".repeat(1024 * 1024)}));
+        let mut pipelined = raw_json_post(&host, "/mcp", &[], &huge);
+        pipelined.extend(raw_json_post(&host, "/mcp", &[], b"not json"));
+        pipelined.extend(raw_json_post(&host, "/mcp", &[], &add_call(3)));
+        connection.send(pipelined);
+        let first = connection.read_response().unwrap();
+        assert_eq!((first.status, first.json()["result"]["isError"].clone()), (200, json!(true)));
+        let second = connection.read_response().unwrap();
+        assert_eq!((second.status, second.json()["error"]["code"].clone()), (400, json!(-32700)));
+        assert_added(connection.read_response(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_past_the_drain_bound_is_refused_and_only_then_the_connection_closes() {
+    let sidecar = spawn_sidecar(|config| config.max_body_bytes = 64 * 1024).await;
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        // Announced beyond the 64 MiB drain bound: answered at once, without reading it.
+        let mut connection = KeptAliveConnection::open(addr);
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{{\"id\":1,",
+            100u64 << 20
+        );
+        let answer = connection.exchange(head.into_bytes()).unwrap();
+        assert_eq!(answer.status, 413);
+        assert_eq!(answer.header("connection"), Some("close"));
+        let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("of 104857600 bytes") && message.contains("not read"), "{message}");
+        assert!(connection.is_closed_by_server(Duration::from_secs(10)));
+
+        // Chunked, so no size is announced: drained up to the bound, then refused and closed.
+        let mut connection = KeptAliveConnection::open(addr);
+        let mut request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..70 {
+            request.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+            request.extend(&chunk);
+            request.extend(b"\r\n");
+        }
+        request.extend(b"0\r\n\r\n");
+        let answer = connection.exchange(request).expect("the refusal arrives");
+        assert_eq!(answer.status, 413);
+        assert_eq!(answer.header("connection"), Some("close"));
+    })
+    .await;
     add_works(&sidecar.mcp_url()).await;
+}
+
+#[tokio::test]
+async fn a_body_that_ends_before_its_content_length_costs_only_its_own_connection() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        let mut connection = KeptAliveConnection::open(addr);
+        let mut request = raw_json_post(&host, "/mcp", &[], &add_call(1));
+        request.truncate(request.len() - 10);
+        connection.send(request);
+        std::thread::sleep(Duration::from_millis(100));
+        connection.close_write();
+        // The request never arrived whole: a clear 400 if anything, then the connection ends.
+        if let Some(answer) = connection.read_response() {
+            assert_eq!(answer.status, 400, "{answer:?}");
+            let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+            assert!(message.contains("could not be read"), "{message}");
+        }
+        assert!(connection.is_closed_by_server(Duration::from_secs(10)));
+        let mut next = KeptAliveConnection::open(addr);
+        assert_added(next.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_body_within_the_limit_is_answered() {
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let (addr, host) = (sidecar.addr, sidecar.addr.to_string());
+    blocking(move || {
+        let mut connection = KeptAliveConnection::open(addr);
+        let request = raw_json_post(&host, "/mcp", &[], &add_call(7));
+        for piece in request.chunks(request.len() / 8 + 1) {
+            connection.send(piece.to_vec());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        assert_added(connection.read_response(), 7);
+    })
+    .await;
 }
 
 #[tokio::test]

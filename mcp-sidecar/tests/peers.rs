@@ -73,6 +73,22 @@ fn python_sdk_client_lists_and_calls_every_tool_in_both_session_modes() {
 }
 
 #[test]
+fn python_sdk_sessions_and_httpx_connections_survive_oversized_slow_unread_and_short_bodies() {
+    for session_mode in ["stateless", "stateful"] {
+        let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
+        for client_mode in ["auto", "legacy"] {
+            let label = format!("{session_mode}/{client_mode}");
+            let seen = run_python_peer(
+                "python_sdk_edges.py",
+                &[&sidecar.mcp_url(), client_mode],
+                &label,
+            );
+            assert_eq!(seen["same_session_after"], true, "{label}");
+        }
+    }
+}
+
+#[test]
 fn python_sdk_client_runs_the_whole_render_job_flow() {
     for session_mode in ["stateless", "stateful"] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);

@@ -62,3 +62,155 @@ pub fn installed_tool(relative: &str) -> PathBuf {
     );
     path
 }
+
+/// One answer read off a [`KeptAliveConnection`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!("{error}: {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// One HTTP/1.1 connection kept open across requests, read by hand, so a test can tell
+/// whether a server's answer left the connection usable: the next request goes on the very
+/// same socket. Requests are written whole (from another thread, so a server that answers
+/// before reading all of a large body cannot dead-lock the test), answers are read by
+/// `Content-Length` (what the servers here send for JSON).
+pub struct KeptAliveConnection {
+    stream: std::net::TcpStream,
+    /// Bytes read past the previous answer.
+    pending: Vec<u8>,
+    /// The write in progress; the next one waits for it, so writes stay in order.
+    writing: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeptAliveConnection {
+    pub fn open(addr: std::net::SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let timeout = Some(std::time::Duration::from_secs(60));
+        stream.set_read_timeout(timeout).unwrap();
+        stream.set_write_timeout(timeout).unwrap();
+        Self {
+            stream,
+            pending: vec![],
+            writing: None,
+        }
+    }
+
+    /// Writes `request` (raw bytes: one or several pipelined requests).
+    pub fn send(&mut self, request: Vec<u8>) {
+        use std::io::Write;
+        self.finish_writing();
+        let mut writer = self.stream.try_clone().unwrap();
+        self.writing = Some(std::thread::spawn(move || {
+            let _ = writer.write_all(&request);
+        }));
+    }
+
+    fn finish_writing(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.join();
+        }
+    }
+
+    /// Ends the request stream (a half-close): the server reads end-of-file next.
+    pub fn close_write(&mut self) {
+        self.finish_writing();
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads the next answer; `None` when the server closed (or reset) the connection first.
+    pub fn read_response(&mut self) -> Option<RawResponse> {
+        use std::io::Read;
+        let mut chunk = [0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(at) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.pending.extend_from_slice(&chunk[..read]),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(key, _)| key == "content-length")
+            .map_or(0, |(_, value)| value.parse().unwrap());
+        while self.pending.len() < head_end + length {
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.pending.extend_from_slice(&chunk[..read]),
+            }
+        }
+        let body = self.pending[head_end..head_end + length].to_vec();
+        self.pending.drain(..head_end + length);
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends one request and reads its answer.
+    pub fn exchange(&mut self, request: Vec<u8>) -> Option<RawResponse> {
+        self.send(request);
+        self.read_response()
+    }
+
+    /// True when the server closes the connection (end-of-stream or a reset) within `wait`.
+    pub fn is_closed_by_server(&mut self, wait: std::time::Duration) -> bool {
+        use std::io::{ErrorKind, Read};
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        };
+        self.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        closed
+    }
+}
+
+/// A raw HTTP/1.1 POST of a JSON `body` to `path` on `host`, with `extra` header lines
+/// (`"Name: value"`), keeping the connection alive.
+pub fn raw_json_post(host: &str, path: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    request
+}

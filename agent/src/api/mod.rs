@@ -25,6 +25,7 @@ use axum::{
 use rmcp::model::CallToolResult;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use service_core::body::{BodyError, BodyLimits};
 
 use crate::{
     llm::ChatModel,
@@ -66,8 +67,52 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
                 "no such endpoint; see /v1/tools, /v1/renders, /v1/chat",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits::new(max_body_bytes),
+            bound_request_body,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Reads every request body under the limit before any handler sees it. An oversized body
+/// is drained rather than cut off (`service_core::body`), so the client's kept-alive
+/// connection survives and it reads the 413; past the drain bound the 413 closes the
+/// connection.
+async fn bound_request_body(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match service_core::body::read_bounded(&parts.headers, body, limits, |_| {}).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(BodyError::TooLarge(oversized)) => {
+            let mut response = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body {}exceeds the limit of {} bytes; send less data (for a \
+                     render: fewer or coarser chart points, or a smaller SVG)",
+                    oversized.size_phrase(),
+                    oversized.limit
+                ),
+            )
+            .into_response();
+            if !oversized.drained {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+        Err(BodyError::Unreadable(error)) => {
+            ApiError::bad_request(format!("cannot read the request body: {error}")).into_response()
+        }
+    }
 }
 
 /// One server span per request, `<METHOD> <route>`, a child of the caller's trace when the

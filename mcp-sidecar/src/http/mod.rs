@@ -3,11 +3,16 @@
 //!
 //! The edge in front of rmcp does four things rmcp leaves to the embedder:
 //! - optional bearer auth, checked before the body is read;
-//! - a body-size bound enforced while reading, so an oversized request costs at most the bound;
+//! - a body-size bound enforced while reading, so an oversized request costs at most the bound
+//!   in memory;
 //! - JSON-RPC errors for bodies that are not JSON-RPC. rmcp answers those with a plain-text
 //!   415; a JSON-RPC client expects `-32700 Parse error` / `-32600 Invalid Request`, so we keep
 //!   the bytes we already buffered and rewrite that one response;
 //! - a session DELETE answered 204 rather than rmcp's 202 (see `mcp_endpoint`).
+//!
+//! An oversized body is read to its end and discarded (up to a bound) rather than cut off, so
+//! the client's kept-alive connection survives and it gets the answer; a `tools/call` gets a
+//! tool result saying how to send less (`service_core::body`, `envelope`).
 //!
 //! Host- and Origin-header checking (DNS-rebinding protection) is rmcp's own, configured with
 //! our allow-list (`Config::allowed_hosts` / `Config::allowed_origins`): a foreign Host, a
@@ -28,7 +33,9 @@ use axum::{
     routing::{any, get},
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
+use rmcp::model::{ProtocolVersion, ServerResult};
+use service_core::body::{BodyError, BodyLimits, Oversized};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpService,
     session::{local::LocalSessionManager, never::NeverSessionManager},
@@ -36,13 +43,18 @@ use rmcp::transport::streamable_http_server::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     artifacts::{ArtifactStore, local::Refusal},
     jobs::store::JobStore,
-    server::McpServer,
+    server::{Failure, McpServer, tool_error},
 };
+
+mod envelope;
+
+use envelope::{Envelope, EnvelopeScanner};
 
 /// The rmcp service in either session mode, behind one type.
 #[derive(Clone)]
@@ -64,60 +76,41 @@ impl McpService {
 #[derive(Clone)]
 pub struct HttpState {
     pub mcp: McpService,
-    pub max_body_bytes: usize,
+    /// The `/mcp` body limit and how much of an oversized body is drained.
+    pub body_limits: BodyLimits,
     /// SHA-256 of the configured bearer token; `None` means `/mcp` needs no auth.
     pub bearer_token_digest: Option<[u8; 32]>,
     pub store: JobStore,
     pub artifacts: ArtifactStore,
     pub in_flight: InFlight,
+    /// Cancelled on SIGTERM: sessions' GET streams end then, so their connections can close.
+    pub shutdown: CancellationToken,
 }
 
 /// Counts the `/mcp` exchanges in progress (every request but a session's GET stream), each
-/// until its response body has been sent. On SIGTERM the sidecar waits for this to reach zero
-/// before it closes rmcp's sessions: closing them earlier would cut a tool call short with a
-/// 500 while the HTTP server was still draining it.
+/// until its response body has been sent. Shutdown reports it when the grace runs out with
+/// requests still unanswered.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<InFlightCount>);
-
-#[derive(Default)]
-struct InFlightCount {
-    count: AtomicUsize,
-    idle: Notify,
-}
+pub struct InFlight(Arc<AtomicUsize>);
 
 /// One exchange in progress; dropped when its response body is done (or abandoned).
 struct InFlightGuard(InFlight);
 
 impl InFlight {
     fn enter(&self) -> InFlightGuard {
-        self.0.count.fetch_add(1, Ordering::SeqCst);
+        self.0.fetch_add(1, Ordering::Relaxed);
         InFlightGuard(self.clone())
     }
 
     /// How many exchanges are in progress.
     pub fn count(&self) -> usize {
-        self.0.count.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once no exchange is in progress.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.0.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.0.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.0.idle.notify_waiters();
-        }
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -254,20 +247,17 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
     let (parts, body) = request.into_parts();
     // GET (SSE stream) and DELETE (end session) carry no body worth reading.
     let body = if parts.method == Method::POST {
-        match Limited::new(body, state.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<LengthLimitError>() => {
-                return jsonrpc_error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Value::Null,
-                    -32600,
-                    &format!(
-                        "request body exceeds the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                );
+        let mut envelope = EnvelopeScanner::default();
+        match service_core::body::read_bounded(&parts.headers, body, state.body_limits, |chunk| {
+            envelope.feed(chunk)
+        })
+        .await
+        {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge(oversized)) => {
+                return oversized_answer(&parts.headers, oversized, envelope.envelope());
             }
-            Err(error) => {
+            Err(BodyError::Unreadable(error)) => {
                 tracing::debug!(%error, "could not read request body");
                 return jsonrpc_error_response(
                     StatusCode::BAD_REQUEST,
@@ -311,6 +301,15 @@ async fn mcp_endpoint(State(state): State<Arc<HttpState>>, request: Request) -> 
                 frame
             }))
         }),
+        // A session's GET stream lasts as long as the session, which outlives SIGTERM until
+        // every request has been answered; the stream itself ends at SIGTERM (a client
+        // reconnects it elsewhere), so that its connection does not hold up the drain.
+        None if streamed => response.map(|body| {
+            Body::from_stream(
+                body.into_data_stream()
+                    .take_until(state.shutdown.clone().cancelled_owned()),
+            )
+        }),
         _ => response,
     }
 }
@@ -352,6 +351,64 @@ fn not_jsonrpc_response(body: &[u8]) -> Response {
             )
         }
     }
+}
+
+/// The answer to a request whose body exceeded the limit, which was read (drained) rather
+/// than kept. A `tools/call` whose id was found gets an ordinary tool result with
+/// `isError: true` (what a model reads and can act on: send less); anything else a JSON-RPC
+/// error with HTTP 413, carrying the request's id when it had one. When the body was not
+/// drained to its end, the answer closes the connection, which cannot carry another request.
+fn oversized_answer(headers: &HeaderMap, oversized: Oversized, envelope: &Envelope) -> Response {
+    let limit = oversized.limit;
+    let size = oversized.size_phrase();
+    let mut response = match (&envelope.id, envelope.method.as_deref(), oversized.drained) {
+        (Some(id), Some("tools/call"), true) => {
+            let tool = envelope.tool.as_deref().unwrap_or("the tool");
+            let message = format!(
+                "the request {size}exceeds the sidecar's limit of {limit} bytes, so {tool} was \
+                 not run. Send less data: fewer or coarser chart points (at most 50,000 in all), \
+                 a smaller or simpler SVG, or split the work into several calls"
+            );
+            let mut result = ServerResult::CallToolResult(tool_error(Failure::InvalidArguments, message));
+            if !speaks_2026_07_28(headers) {
+                result.strip_result_type_for_legacy_peer();
+            }
+            (
+                StatusCode::OK,
+                Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })),
+            )
+                .into_response()
+        }
+        _ => {
+            let mut message = format!(
+                "request body {size}exceeds the limit of {limit} bytes; send less data"
+            );
+            if !oversized.drained {
+                message.push_str(" (the rest of the body was not read; the connection is closed)");
+            }
+            jsonrpc_error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                envelope.id.clone().unwrap_or(Value::Null),
+                -32600,
+                &message,
+            )
+        }
+    };
+    if !oversized.drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Whether the request is on protocol revision 2026-07-28 or later (its results carry
+/// `resultType`).
+fn speaks_2026_07_28(headers: &HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
 fn jsonrpc_error_response(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
