@@ -9,6 +9,7 @@
 mod common;
 
 use common::Stack;
+use test_support::{KeptAliveConnection, raw_json_post};
 
 /// The agent's default body limit (`MAX_BODY_BYTES`).
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -49,7 +50,7 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
             "POST /v1/tools/echo, body over the 2 MiB limit".into(),
             post_json(&host, "/v1/tools/echo", oversized.as_bytes()),
             413,
-            "cannot read the request body",
+            "exceeds the limit of 2097152 bytes; send less data",
         ),
         (
             "POST /v1/renders, body over the 2 MiB limit".into(),
@@ -59,7 +60,7 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
                 format!(r#"{{"spec":{oversized}}}"#).as_bytes(),
             ),
             413,
-            "cannot read the request body",
+            "exceeds the limit of 2097152 bytes; send less data",
         ),
         (
             "POST /v1/tools/add, invalid UTF-8".into(),
@@ -116,4 +117,32 @@ fn hostile_requests_to_the_agent_get_clear_refusals_and_it_stays_up() {
         let sum: serde_json::Value = serde_json::from_str(&sum).unwrap();
         assert_eq!(sum["structuredContent"]["sum"], 5, "after {name}: {sum}");
     }
+}
+
+#[test]
+fn an_oversized_rest_call_is_answered_413_and_the_kept_alive_connection_goes_on() {
+    let stack = Stack::start("stateless", &[]);
+    let host = stack.agent.addr.to_string();
+    let mut connection = KeptAliveConnection::open(stack.agent.addr);
+    let add = br#"{"a":2,"b":3}"#;
+    let added = connection
+        .exchange(raw_json_post(&host, "/v1/tools/add", &[], add))
+        .expect("an answer");
+    assert_eq!(added.status, 200);
+    let oversized = format!(r#"{{"text":"{}"}}"#, "x".repeat(3 * BODY_LIMIT));
+    let refused = connection
+        .exchange(raw_json_post(&host, "/v1/tools/echo", &[], oversized.as_bytes()))
+        .expect("the refusal arrives on the kept-alive connection");
+    assert_eq!(refused.status, 413);
+    assert_eq!(refused.header("connection"), None, "the connection stays open");
+    let message = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains(&format!("of {} bytes exceeds the limit of {BODY_LIMIT} bytes", oversized.len())),
+        "{message}"
+    );
+    let added = connection
+        .exchange(raw_json_post(&host, "/v1/tools/add", &[], add))
+        .expect("the next call on the same connection");
+    assert_eq!(added.status, 200);
+    assert_eq!(added.json()["structuredContent"]["sum"], 5, "{:?}", added.json());
 }
