@@ -131,18 +131,35 @@ fn an_oversized_rest_call_is_answered_413_and_the_kept_alive_connection_goes_on(
     assert_eq!(added.status, 200);
     let oversized = format!(r#"{{"text":"{}"}}"#, "x".repeat(3 * BODY_LIMIT));
     let refused = connection
-        .exchange(raw_json_post(&host, "/v1/tools/echo", &[], oversized.as_bytes()))
+        .exchange(raw_json_post(
+            &host,
+            "/v1/tools/echo",
+            &[],
+            oversized.as_bytes(),
+        ))
         .expect("the refusal arrives on the kept-alive connection");
     assert_eq!(refused.status, 413);
-    assert_eq!(refused.header("connection"), None, "the connection stays open");
+    assert_eq!(
+        refused.header("connection"),
+        None,
+        "the connection stays open"
+    );
     let message = refused.json()["error"].as_str().unwrap().to_owned();
     assert!(
-        message.contains(&format!("of {} bytes exceeds the limit of {BODY_LIMIT} bytes", oversized.len())),
+        message.contains(&format!(
+            "of {} bytes exceeds the limit of {BODY_LIMIT} bytes",
+            oversized.len()
+        )),
         "{message}"
     );
     let added = connection
         .exchange(raw_json_post(&host, "/v1/tools/add", &[], add))
         .expect("the next call on the same connection");
     assert_eq!(added.status, 200);
-    assert_eq!(added.json()["structuredContent"]["sum"], 5, "{:?}", added.json());
+    assert_eq!(
+        added.json()["structuredContent"]["sum"],
+        5,
+        "{:?}",
+        added.json()
+    );
 }

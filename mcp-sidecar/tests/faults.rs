@@ -107,6 +107,10 @@ fn worker_names(process: &SidecarProcess) -> HashSet<String> {
         .collect()
 }
 
+/// How long the fault tests wait for the next job to finish before calling it a stall: a job
+/// renders in well under a second and a reclaim takes the lease plus 2 s.
+const STALL: Duration = Duration::from_secs(60);
+
 fn count(states: &[(String, String)], state: &str) -> usize {
     states.iter().filter(|(_, s)| s == state).count()
 }
@@ -217,23 +221,11 @@ async fn a_thousand_jobs_survive_repeated_sigkill_of_their_sidecars() {
         }
     }
 
-    // Every job ends succeeded.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let states = cluster.states(&jobs);
-        if count(&states, "succeeded") == JOBS {
-            break;
-        }
-        let failed: Vec<_> = states.iter().filter(|(_, s)| s == "failed").collect();
-        assert!(failed.is_empty(), "jobs failed: {failed:?}");
-        assert!(
-            Instant::now() < deadline,
-            "not all succeeded: {} queued, {} running",
-            count(&states, "queued"),
-            count(&states, "running")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Every job ends succeeded. Debug binaries on two shared cores render a few jobs a
+    // second, so the wait is bounded by progress, not by a guess at the total time.
+    let states = cluster.wait_finished(&jobs, STALL).await;
+    let failed: Vec<_> = states.iter().filter(|(_, s)| s != "succeeded").collect();
+    assert!(failed.is_empty(), "jobs failed: {failed:?}");
     let all_done = begun.elapsed();
     // One more pass of the watch after the last success, then stop it.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -366,11 +358,10 @@ async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
 
     // Every acknowledged job ends succeeded.
     let jobs = acknowledged.lock().unwrap().clone();
-    let deadline = Duration::from_secs(120);
-    let began = Instant::now();
-    for job in &jobs {
-        let (status, _) =
-            wait_terminal(&client, job, deadline.saturating_sub(began.elapsed())).await;
+    for (job, status) in jobs
+        .iter()
+        .zip(wait_all_terminal(&client, &jobs, STALL).await)
+    {
         assert_eq!(status["state"], "succeeded", "{job}: {status}");
     }
     let readiness_after = ready(http.clone(), format!("http://{}/readyz", sidecar.addr)).await;
@@ -548,9 +539,8 @@ async fn sigterm_under_load(mode: &str) {
     // A new sidecar finishes the rest.
     let next = cluster.sidecar("2", &[]);
     let client = mcp_client(&next.mcp_url()).await;
-    for job in &jobs {
-        let (status, _) = wait_terminal(&client, job, Duration::from_secs(120)).await;
-        assert_eq!(status["state"], "succeeded", "{job}: {status}");
+    for (job, state) in cluster.wait_finished(&jobs, STALL).await {
+        assert_eq!(state, "succeeded", "{job}");
     }
     client.cancel().await.unwrap();
 }

@@ -329,7 +329,10 @@ fn cases(sidecar: &Wire, job: &str, signed: &str, listener_port: u16) -> Vec<Cas
         case(
             "path data of 6 MiB (over the 4 MiB body limit)",
             render(svg_spec(long_path(6 * MIB, " L99 99 L1 1", "black"))),
-            ToolError("invalid_arguments", "exceeds the sidecar's limit of 4194304 bytes"),
+            ToolError(
+                "invalid_arguments",
+                "exceeds the sidecar's limit of 4194304 bytes",
+            ),
         ),
         // -- references outside the document --
         case(
@@ -438,7 +441,10 @@ fn cases(sidecar: &Wire, job: &str, signed: &str, listener_port: u16) -> Vec<Cas
                 &[],
                 &tool_call_body("echo", &format!(r#"{{"text":"{}"}}"#, "x".repeat(5 * MIB))),
             )),
-            ToolError("invalid_arguments", "exceeds the sidecar's limit of 4194304 bytes"),
+            ToolError(
+                "invalid_arguments",
+                "exceeds the sidecar's limit of 4194304 bytes",
+            ),
         ),
         case(
             "Content-Length claiming 64 GiB, then 5 MiB sent",

@@ -285,7 +285,11 @@ fn assert_added(response: Option<RawResponse>, id: u64) {
     assert_eq!(response.status, 200);
     let body = response.json();
     assert_eq!(body["id"], id);
-    assert_eq!(body["result"]["structuredContent"], json!({"sum": 5}), "{body}");
+    assert_eq!(
+        body["result"]["structuredContent"],
+        json!({"sum": 5}),
+        "{body}"
+    );
 }
 
 /// Runs blocking socket work off the async test's threads.
@@ -343,14 +347,25 @@ async fn an_oversized_request_of_another_kind_gets_413_with_its_id_and_the_conne
         initialize["id"] = json!(41);
         initialize["params"]["clientInfo"]["name"] = json!("x".repeat(200 * 1024));
         let body = serde_json::to_vec(&initialize).unwrap();
-        let answer = connection.exchange(raw_json_post(&host, "/mcp", &[], &body)).unwrap();
+        let answer = connection
+            .exchange(raw_json_post(&host, "/mcp", &[], &body))
+            .unwrap();
         assert_eq!(answer.status, 413);
         let error = answer.json();
         assert_eq!(error["id"], 41);
         assert_eq!(error["error"]["code"], -32600);
         let message = error["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&format!("of {} bytes exceeds the limit of 65536 bytes", body.len())), "{message}");
-        assert_added(connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))), 2);
+        assert!(
+            message.contains(&format!(
+                "of {} bytes exceeds the limit of 65536 bytes",
+                body.len()
+            )),
+            "{message}"
+        );
+        assert_added(
+            connection.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))),
+            2,
+        );
     })
     .await;
 }
@@ -367,9 +382,15 @@ async fn requests_pipelined_behind_an_oversized_one_are_all_answered_in_order() 
         pipelined.extend(raw_json_post(&host, "/mcp", &[], &add_call(3)));
         connection.send(pipelined);
         let first = connection.read_response().unwrap();
-        assert_eq!((first.status, first.json()["result"]["isError"].clone()), (200, json!(true)));
+        assert_eq!(
+            (first.status, first.json()["result"]["isError"].clone()),
+            (200, json!(true))
+        );
         let second = connection.read_response().unwrap();
-        assert_eq!((second.status, second.json()["error"]["code"].clone()), (400, json!(-32700)));
+        assert_eq!(
+            (second.status, second.json()["error"]["code"].clone()),
+            (400, json!(-32700))
+        );
         assert_added(connection.read_response(), 3);
     })
     .await;
@@ -390,8 +411,14 @@ async fn a_body_past_the_drain_bound_is_refused_and_only_then_the_connection_clo
         let answer = connection.exchange(head.into_bytes()).unwrap();
         assert_eq!(answer.status, 413);
         assert_eq!(answer.header("connection"), Some("close"));
-        let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(message.contains("of 104857600 bytes") && message.contains("not read"), "{message}");
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("of 104857600 bytes") && message.contains("not read"),
+            "{message}"
+        );
         assert!(connection.is_closed_by_server(Duration::from_secs(10)));
 
         // Chunked, so no size is announced: drained up to the bound, then refused and closed.
@@ -430,12 +457,18 @@ async fn a_body_that_ends_before_its_content_length_costs_only_its_own_connectio
         // The request never arrived whole: a clear 400 if anything, then the connection ends.
         if let Some(answer) = connection.read_response() {
             assert_eq!(answer.status, 400, "{answer:?}");
-            let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+            let message = answer.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             assert!(message.contains("could not be read"), "{message}");
         }
         assert!(connection.is_closed_by_server(Duration::from_secs(10)));
         let mut next = KeptAliveConnection::open(addr);
-        assert_added(next.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))), 2);
+        assert_added(
+            next.exchange(raw_json_post(&host, "/mcp", &[], &add_call(2))),
+            2,
+        );
     })
     .await;
 }

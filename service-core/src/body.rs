@@ -278,7 +278,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_stalls_while_draining_is_given_up_after_the_timeout() {
-        let stalls = futures::stream::iter(vec![chunk(b"abcdef")]).chain(futures::stream::pending());
+        let stalls =
+            futures::stream::iter(vec![chunk(b"abcdef")]).chain(futures::stream::pending());
         let mut limits = limits(4, 100);
         limits.drain_timeout = Duration::from_millis(50);
         let error = read_bounded(&HeaderMap::new(), StreamBody::new(stalls), limits, |_| {})

@@ -211,7 +211,9 @@ impl EnvelopeScanner {
             text.push(b'"');
             text.extend_from_slice(&kept);
             text.push(b'"');
-            serde_json::from_slice::<String>(&text).ok().map(Value::String)
+            serde_json::from_slice::<String>(&text)
+                .ok()
+                .map(Value::String)
         } else {
             serde_json::from_slice::<Value>(&kept).ok()
         };
@@ -259,7 +261,11 @@ mod tests {
     fn scan(text: &str) -> Envelope {
         let whole = scan_in_chunks(text, text.len().max(1));
         for chunk in 1..text.len().min(64) {
-            assert_eq!(scan_in_chunks(text, chunk), whole, "chunks of {chunk}: {text}");
+            assert_eq!(
+                scan_in_chunks(text, chunk),
+                whole,
+                "chunks of {chunk}: {text}"
+            );
         }
         whole
     }
@@ -289,7 +295,10 @@ mod tests {
     #[test]
     fn nested_look_alike_keys_and_escaped_quotes_are_not_mistaken_for_the_envelope() {
         let text = r#" { "params" : { "arguments" : { "id" : 1, "method": "x", "s": "a \"id\": 2, \\" , "list": [ {"name": "deep"} , "name" ] }, "name" : "echo" } , "id" : -12.5e0 , "method" : "tools\/call" } "#;
-        assert_eq!(scan(text), envelope(json!(-12.5), "tools/call", Some("echo")));
+        assert_eq!(
+            scan(text),
+            envelope(json!(-12.5), "tools/call", Some("echo"))
+        );
     }
 
     #[test]
@@ -310,7 +319,13 @@ mod tests {
         assert_eq!(scan(&long_id).id, None);
         assert_eq!(scan(&long_id).method.as_deref(), Some("ping"));
         assert_eq!(scan(r#"[{"id":1,"method":"ping"}]"#), Envelope::default());
-        for text in ["", "}}}]]]", "\"\\", "not json", "{\"id\":1,\"method\":\"tools/call\""] {
+        for text in [
+            "",
+            "}}}]]]",
+            "\"\\",
+            "not json",
+            "{\"id\":1,\"method\":\"tools/call\"",
+        ] {
             let _ = scan(text);
         }
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));

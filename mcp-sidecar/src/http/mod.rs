@@ -33,17 +33,17 @@ use axum::{
     routing::{any, get},
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use rmcp::model::{ProtocolVersion, ServerResult};
-use service_core::body::{BodyError, BodyLimits, Oversized};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpService,
     session::{local::LocalSessionManager, never::NeverSessionManager},
 };
 use serde_json::{Value, json};
+use service_core::body::{BodyError, BodyLimits, Oversized};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -369,7 +369,8 @@ fn oversized_answer(headers: &HeaderMap, oversized: Oversized, envelope: &Envelo
                  not run. Send less data: fewer or coarser chart points (at most 50,000 in all), \
                  a smaller or simpler SVG, or split the work into several calls"
             );
-            let mut result = ServerResult::CallToolResult(tool_error(Failure::InvalidArguments, message));
+            let mut result =
+                ServerResult::CallToolResult(tool_error(Failure::InvalidArguments, message));
             if !speaks_2026_07_28(headers) {
                 result.strip_result_type_for_legacy_peer();
             }
@@ -380,9 +381,8 @@ fn oversized_answer(headers: &HeaderMap, oversized: Oversized, envelope: &Envelo
                 .into_response()
         }
         _ => {
-            let mut message = format!(
-                "request body {size}exceeds the limit of {limit} bytes; send less data"
-            );
+            let mut message =
+                format!("request body {size}exceeds the limit of {limit} bytes; send less data");
             if !oversized.drained {
                 message.push_str(" (the rest of the body was not read; the connection is closed)");
             }

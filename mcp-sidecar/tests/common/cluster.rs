@@ -1,7 +1,12 @@
 //! Several real `mcp-sidecar` processes sharing one real Redis, key prefix and artifact
 //! directory, with raw reads of the job records for assertions.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{SidecarProcess, redis_server::RedisServer, start_sidecar_process_with, temp_dir};
 
@@ -92,6 +97,39 @@ impl Cluster {
                     .map(|mut row| row.remove(0)),
             )
             .collect()
+    }
+
+    /// Waits until every job is terminal (`succeeded` or `failed`) and returns the final
+    /// states. It fails only when progress stops: no job finished for `stall`. A wall-clock
+    /// limit fails a slow or shared machine that is still finishing jobs steadily; a stall
+    /// (nothing finishing while jobs remain) is the fault these tests look for.
+    pub async fn wait_finished(&self, jobs: &[String], stall: Duration) -> Vec<(String, String)> {
+        let mut finished_before = 0;
+        let mut progressed_at = Instant::now();
+        loop {
+            let states = self.states(jobs);
+            let count = |wanted: &[&str]| {
+                states
+                    .iter()
+                    .filter(|(_, state)| wanted.contains(&state.as_str()))
+                    .count()
+            };
+            let finished = count(&["succeeded", "failed"]);
+            if finished == jobs.len() {
+                return states;
+            }
+            if finished > finished_before {
+                (finished_before, progressed_at) = (finished, Instant::now());
+            }
+            assert!(
+                progressed_at.elapsed() < stall,
+                "no job finished for {stall:?}: {finished} of {} finished, {} queued, {} running",
+                jobs.len(),
+                count(&["queued"]),
+                count(&["running"]),
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Each job's `attempts` field.

@@ -57,6 +57,39 @@ pub async fn wait_terminal(
     }
 }
 
+/// Follows every job to a terminal status and returns the statuses, in `jobs`' order. Fails
+/// only when progress stops: no job became terminal for `stall` (see
+/// `Cluster::wait_finished` for why progress, not a wall-clock total, bounds the wait).
+pub async fn wait_all_terminal(client: &McpClient, jobs: &[String], stall: Duration) -> Vec<Value> {
+    let mut finished: Vec<Option<Value>> = vec![None; jobs.len()];
+    let mut progressed_at = Instant::now();
+    loop {
+        let mut progressed = false;
+        for (job, slot) in jobs.iter().zip(finished.iter_mut()) {
+            if slot.is_none() {
+                let status = status(client, job).await;
+                if status["state"] == "succeeded" || status["state"] == "failed" {
+                    *slot = Some(status);
+                    progressed = true;
+                }
+            }
+        }
+        let left = finished.iter().filter(|slot| slot.is_none()).count();
+        if left == 0 {
+            return finished.into_iter().flatten().collect();
+        }
+        if progressed {
+            progressed_at = Instant::now();
+        }
+        assert!(
+            progressed_at.elapsed() < stall,
+            "no job finished for {stall:?}; {left} of {} still unfinished",
+            jobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn result(client: &McpClient, job_id: &str) -> Value {
     structured_ok(&call(client, "get_render_result", json!({ "job_id": job_id })).await)
 }
