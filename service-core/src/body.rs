@@ -105,14 +105,14 @@ where
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     let limit = limits.max_bytes;
-    if let Some(size) = announced
-        && size > limits.drain_bytes
-    {
-        return Err(BodyError::TooLarge(Oversized {
-            limit,
-            size: Some(size),
-            drained: false,
-        }));
+    // The answer whenever a drain bound stops the reading.
+    let given_up = BodyError::TooLarge(Oversized {
+        limit,
+        size: announced,
+        drained: false,
+    });
+    if announced.is_some_and(|size| size > limits.drain_bytes) {
+        return Err(given_up);
     }
     let mut body = std::pin::pin!(body);
     let mut buffered = BytesMut::new();
@@ -126,13 +126,7 @@ where
         let frame = if seen.is_some() {
             match tokio::time::timeout_at(drain_deadline, body.frame()).await {
                 Ok(frame) => frame,
-                Err(_elapsed) => {
-                    return Err(BodyError::TooLarge(Oversized {
-                        limit,
-                        size: announced,
-                        drained: false,
-                    }));
-                }
+                Err(_elapsed) => return Err(given_up),
             }
         } else {
             body.frame().await
@@ -154,11 +148,7 @@ where
                 inspect(&chunk);
                 *count += chunk.len() as u64;
                 if *count > limits.drain_bytes {
-                    return Err(BodyError::TooLarge(Oversized {
-                        limit,
-                        size: announced,
-                        drained: false,
-                    }));
+                    return Err(given_up);
                 }
             }
         }
