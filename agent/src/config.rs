@@ -7,6 +7,8 @@ use clap::{Parser, ValueEnum};
 pub use service_core::config::{Secret, parse_duration};
 use service_core::telemetry::LogConfig;
 
+pub use crate::mcp::server_url::ServerUrl;
+
 /// The agent: REST + SSE API, web page and LLM tool loop in front of the mcp-sidecar and any
 /// other MCP servers. Serves on 0.0.0.0:$PORT; /healthz is liveness, /readyz is 200 once the
 /// sidecar answers.
@@ -22,19 +24,23 @@ pub struct Config {
     pub bind_addr: std::net::IpAddr,
 
     /// The sidecar's MCP endpoint (Streamable HTTP, no auth: it is only reachable inside the
-    /// instance). Its /files/* is proxied, so the agent's one port serves everything.
+    /// instance), an http(s) URL with a host; checked at start-up. Its /files/* is proxied, so
+    /// the agent's one port serves everything.
     #[arg(
         long,
         env = "MCP_SERVER_URL",
         default_value = "http://127.0.0.1:3000/mcp"
     )]
-    pub mcp_server_url: String,
+    pub mcp_server_url: ServerUrl,
 
     /// JSON file naming more MCP servers, in the usual shape
     /// {"mcpServers": {"name": {"url": "...", "headers": {...}, "auth": "google-id-token"}}};
-    /// `${VAR}` in urls and header values is replaced from the environment. "auth":
-    /// "google-id-token" sends a Google ID token from the metadata server (audience: the url's
-    /// origin, or "audience"), as Cloud Run services that require IAM expect.
+    /// `${VAR}` in urls and header values is replaced from the environment, and every url
+    /// must then be an http(s) URL with a host. "auth": "google-id-token" sends a Google ID
+    /// token (audience: the url's origin, or "audience"), as Cloud Run services that require
+    /// IAM expect; it comes from Application Default Credentials: the service account key file
+    /// named by GOOGLE_APPLICATION_CREDENTIALS, else the metadata server (GCE_METADATA_HOST
+    /// overrides its host:port). Those two are read by google-cloud-auth itself.
     #[arg(long, env = "MCP_CONFIG")]
     pub mcp_config: Option<PathBuf>,
 
@@ -123,11 +129,39 @@ impl Config {
     }
 
     /// A configuration with every default, listening on 127.0.0.1:0. For tests and embedders.
-    pub fn for_tests(mcp_server_url: &str) -> Self {
+    pub fn for_tests(mcp_server_url: ServerUrl) -> Self {
         let mut config = Self::parse_from(["agent"]);
         config.bind_addr = std::net::Ipv4Addr::LOCALHOST.into();
         config.port = 0;
-        config.mcp_server_url = mcp_server_url.to_owned();
+        config.mcp_server_url = mcp_server_url;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_sidecar_url_is_refused_naming_the_flag() {
+        let error = Config::try_parse_from(["agent", "--mcp-server-url", "htp:/x"]).unwrap_err();
+
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let message = error.to_string();
+        assert!(message.contains("--mcp-server-url"), "{message}");
+        assert!(
+            message.contains("`htp:/x` is not an http(s) URL"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_sidecar_url_is_parsed() {
+        let config =
+            Config::try_parse_from(["agent", "--mcp-server-url", "http://10.0.0.7:3000/mcp"])
+                .unwrap();
+
+        assert_eq!(config.mcp_server_url.as_str(), "http://10.0.0.7:3000/mcp");
+        assert_eq!(config.mcp_server_url.origin(), "http://10.0.0.7:3000");
     }
 }

@@ -73,19 +73,12 @@ fn llm_config(config: &Config) -> Result<LlmConfig, StartupError> {
     })
 }
 
-/// `scheme://host:port` of a URL.
-fn origin(url: &str) -> Result<String, StartupError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| StartupError::Config(format!("MCP_SERVER_URL `{url}` is not a URL")))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    Ok(format!("{scheme}://{authority}"))
-}
-
 impl App {
     /// Binds the listener and builds everything; MCP servers are connected by
     /// [`App::run_until_stopped`] (the sidecar need not be up yet).
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
+        // `${VAR}` in the file names any variable its author chose, so these are not settings
+        // of the agent's own and are looked up here rather than in `Config`.
         let servers = match &config.mcp_config {
             Some(path) => mcp::config_file::load(path, |name| std::env::var(name).ok())
                 .map_err(|error| StartupError::Config(error.to_string()))?,
@@ -95,14 +88,14 @@ impl App {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|error| StartupError::Config(format!("HTTP client: {error}")))?;
+        let sidecar_origin = config.mcp_server_url.origin();
         let hub = Arc::new(
             McpHub::new(
-                &config.mcp_server_url,
+                config.mcp_server_url.clone(),
                 servers,
                 config.mcp_call_timeout,
-                &http,
             )
-            .map_err(StartupError::Config)?,
+            .map_err(|error| StartupError::Config(error.to_string()))?,
         );
         let model = ChatModel::new(llm_config(&config)?, config.llm_timeout)
             .map_err(|error| StartupError::Config(error.to_string()))?;
@@ -111,7 +104,7 @@ impl App {
         let state = Arc::new(AppState {
             hub: hub.clone(),
             http,
-            sidecar_origin: origin(&config.mcp_server_url)?,
+            sidecar_origin,
             model,
             llm_max_turns: config.llm_max_turns,
             render_poll_interval: config.render_poll_interval,

@@ -50,6 +50,31 @@ async fn check_the_loop(
         "the result went back to the model"
     );
 
+    // Arguments that are not a JSON object: that call gets a tool error, not the whole chat.
+    model.set(Script::ArrayArgumentsFirst);
+    let (status, reply) = chat(stack, "What is 2 + 3? Use the tools.").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["reply"], "2 + 3 = 5");
+    assert_eq!(reply["turns"], 3);
+    assert_eq!(reply["tool_calls"][0]["arguments"], json!([2, 3]));
+    let error = reply["tool_calls"][0]["result"]["error"].as_str().unwrap();
+    assert_eq!(
+        error,
+        "the arguments of tool call `add` must be a JSON object, got: [2,3]"
+    );
+    assert_eq!(
+        reply["tool_calls"][1]["result"],
+        json!({"sum": 5}),
+        "the corrected call ran"
+    );
+    let bodies = model.bodies();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(
+        tool_result_sent_back(&bodies[1]),
+        json!({"error": error}),
+        "the model was told what was wrong"
+    );
+
     model.set(Script::NeverAnswer);
     let (status, error) = chat(stack, "Loop forever").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{error}");

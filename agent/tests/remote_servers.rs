@@ -1,7 +1,8 @@
 //! More MCP servers from `MCP_CONFIG`, next to the sidecar: tools listed together and
 //! namespaced when names clash, `${VAR}` headers, Google ID tokens from the metadata server
 //! (against a local server speaking its wire format) reused until near expiry and then
-//! refreshed, and a slow server answered with 504.
+//! refreshed, a slow server answered with 504, and mistyped server settings refused at
+//! start-up.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     Stack,
-    fakes::{MetadataServer, RemoteMcp, token_subject},
+    fakes::{MetadataServer, RemoteMcp, token_claims, token_subject},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -109,18 +110,22 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_id_tokens_come_from_the_metadata_server_and_are_refreshed_before_expiry() {
-    // Tokens live 306 s: fresh for 6 s, then within the 5-minute refresh margin.
-    let metadata = MetadataServer::start(Duration::from_secs(306)).await;
+    // google-cloud-auth fetches the next token 240 s before the current one expires, so tokens
+    // that live 250 s are replaced after about 10 s, while they are still good for 4 minutes.
+    let metadata = MetadataServer::start(Duration::from_secs(250)).await;
     let remote = RemoteMcp::start().await;
     let audience = "https://remote-abc-uc.a.run.app";
     let config = write_config(json!({
         "remote": {"url": remote.url, "auth": "google-id-token", "audience": audience}
     }));
+    let home = temp_dir("empty-home");
     let stack = Stack::start(
         "stateless",
         &[
             ("MCP_CONFIG", config.to_str().unwrap()),
+            // Application Default Credentials from the local metadata server, nothing else.
             ("GCE_METADATA_HOST", metadata.host.as_str()),
+            ("HOME", home.to_str().unwrap()),
         ],
     );
     let http = reqwest::Client::new();
@@ -173,10 +178,27 @@ async fn google_id_tokens_come_from_the_metadata_server_and_are_refreshed_before
     assert_eq!(token_subject(&whoami().await), subject, "reused");
     assert_eq!(metadata.issued(), issued, "no new token fetched");
 
-    // Once the token is within the refresh margin, the next use fetches a new one.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    let later = whoami().await;
-    assert_ne!(token_subject(&later), subject, "refreshed before expiry");
+    // Well before the token expires, a new one is fetched and the next use carries it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if token_subject(&whoami().await) != subject {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token was never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_expiry = token_claims(&first)["exp"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        first_expiry > now + 200,
+        "refreshed minutes before the old token expired"
+    );
     assert!(metadata.issued() > issued);
     assert!(remote.calls().iter().all(|call| {
         call.authorization
@@ -233,4 +255,83 @@ async fn a_server_slower_than_the_call_timeout_gets_504_and_bad_config_stops_the
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("NOT_SET_ANYWHERE is not set"), "{stderr}");
+}
+
+#[test]
+fn mistyped_server_settings_stop_the_start_naming_the_setting() {
+    let start = |env: &[(&str, &std::ffi::OsStr)], args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(args)
+            .env("PORT", "0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the agent started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let stderr = start(&[], &["--mcp-server-url", "htp:/x"]);
+    assert!(stderr.contains("--mcp-server-url"), "{stderr}");
+    assert!(
+        stderr.contains("`htp:/x` is not an http(s) URL with a host"),
+        "{stderr}"
+    );
+
+    let stderr = start(&[("MCP_SERVER_URL", "localhost:3000/mcp".as_ref())], &[]);
+    assert!(stderr.contains("MCP_SERVER_URL"), "{stderr}");
+    assert!(stderr.contains("is not an http(s) URL"), "{stderr}");
+
+    let config = write_config(json!({"tickets": {"url": "htps://tickets.example.com/mcp"}}));
+    let stderr = start(&[("MCP_CONFIG", config.as_os_str())], &[]);
+    assert!(
+        stderr.contains(
+            "server `tickets` url: `htps://tickets.example.com/mcp` is not an http(s) URL"
+        ),
+        "{stderr}"
+    );
+
+    // ID tokens for a server, but credentials that cannot give any (gcloud's user login).
+    let config = write_config(json!({
+        "search": {"url": "https://search-abc-uc.a.run.app/mcp", "auth": "google-id-token"}
+    }));
+    let user_login = temp_dir("adc").join("application_default_credentials.json");
+    std::fs::write(
+        &user_login,
+        json!({"type": "authorized_user", "client_id": "id", "client_secret": "secret",
+               "refresh_token": "token"})
+        .to_string(),
+    )
+    .unwrap();
+    let stderr = start(
+        &[
+            ("MCP_CONFIG", config.as_os_str()),
+            ("GOOGLE_APPLICATION_CREDENTIALS", user_login.as_os_str()),
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("server `search`: cannot set up Google ID-token credentials"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_answer_that_breaks_the_job_contract_is_a_502_not_an_empty_job() {
+    let remote = RemoteMcp::start().await;
+    let stack = Stack::start("stateless", &[("MCP_SERVER_URL", remote.url.as_str())]);
+    stack.wait_ready(Duration::from_secs(20));
+    let response = reqwest::Client::new()
+        .post(stack.url("/v1/renders"))
+        .json(&json!({"spec": {"kind": "svg", "svg": "<svg/>", "width": 1, "height": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().get("location").is_none());
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("start_render") && message.contains("job_id"),
+        "{body}"
+    );
 }

@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod config;
+pub mod digest;
 pub mod http;
 pub mod jobs;
 pub mod render;
@@ -203,7 +204,7 @@ impl App {
         // with a 500, so it is cancelled only once the HTTP server has finished: every
         // connection closed, so every request read before SIGTERM (or racing it on a kept-alive
         // connection) has had its answer. The server stops accepting at SIGTERM and ends the
-        // sessions' GET streams itself (`http::mcp_endpoint`); should a request still be
+        // sessions' GET streams itself (`http::mcp`); should a request still be
         // running when the grace is nearly over, its session is closed then.
         let answer_in_flight = self.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN);
         tokio::spawn({

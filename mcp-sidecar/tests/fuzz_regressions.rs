@@ -5,6 +5,9 @@
 //!   renders, `refused_…` is refused before rendering, `failed_…` fails a render stage.
 //! - `mcp-sidecar/tests/fixtures/fuzz/<target>/`: inputs that once crashed, hung or ran out of
 //!   memory under the fuzzer, minimized. They must now end without a panic, in any outcome.
+//!   A target without findings needs no folder, but the folder as a whole must hold at least
+//!   one fixture and nothing but targets' folders: a missing, misplaced or emptied folder fails
+//!   the test instead of letting it pass having replayed nothing.
 
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
@@ -21,9 +24,12 @@ const TARGETS: [(&str, Target); 2] = [
     ("svg", harness::render_svg),
 ];
 
+/// The files directly in `directory`, sorted; none when it does not exist.
 fn inputs(directory: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(directory) else {
-        return Vec::new();
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => panic!("{}: {error}", directory.display()),
     };
     let mut files: Vec<PathBuf> = entries
         .map(|entry| entry.expect("a readable directory entry").path())
@@ -60,15 +66,85 @@ fn every_seed_comes_to_the_outcome_its_name_promises() {
     }
 }
 
+/// The minimized findings under `root`, each with the target that replays it; an error saying
+/// what is wrong when there are none to replay, or when something there would never be replayed.
+fn fixtures(root: &Path) -> Result<Vec<(Target, PathBuf)>, String> {
+    let entries = std::fs::read_dir(root).map_err(|error| {
+        format!(
+            "the fuzz fixtures folder {} cannot be read ({error}); it holds the minimized \
+             fuzz findings this test replays, one folder per target ({})",
+            root.display(),
+            target_names()
+        )
+    })?;
+    for entry in entries {
+        let path = entry.map_err(|error| error.to_string())?.path();
+        let known = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| TARGETS.iter().any(|(target, _)| *target == name));
+        if !known || !path.is_dir() {
+            return Err(format!(
+                "{} is not a target's folder, so nothing in it is replayed; fixtures go in \
+                 one folder per target ({})",
+                path.display(),
+                target_names()
+            ));
+        }
+    }
+    let found: Vec<(Target, PathBuf)> = TARGETS
+        .iter()
+        .flat_map(|(target, run)| {
+            inputs(&root.join(target))
+                .into_iter()
+                .map(|path| (*run, path))
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(format!(
+            "the fuzz fixtures folder {} holds no fixtures; it should hold the minimized fuzz \
+             findings this test replays",
+            root.display()
+        ));
+    }
+    Ok(found)
+}
+
+fn target_names() -> String {
+    TARGETS.map(|(target, _)| target).join(", ")
+}
+
 #[test]
 fn minimized_fuzz_findings_end_without_a_panic() {
     let renderer = Renderer::new();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
-    for (target, run) in TARGETS {
-        for path in inputs(&fixtures.join(target)) {
-            // A panic fails the test naming the input; any outcome with a message passes.
-            let (kind, message) = describe(&run(&renderer, &std::fs::read(&path).unwrap()));
-            println!("{}: {kind}: {message}", path.display());
-        }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let findings = fixtures(&root).unwrap_or_else(|problem| panic!("{problem}"));
+    for (run, path) in findings {
+        // A panic fails the test naming the input; any outcome with a message passes.
+        let (kind, message) = describe(&run(&renderer, &std::fs::read(&path).unwrap()));
+        println!("{}: {kind}: {message}", path.display());
     }
+}
+
+/// The replay cannot pass having replayed nothing: no folder, no fixtures, or fixtures where
+/// no target looks are each an error that says so.
+#[test]
+fn a_missing_empty_or_misfiled_fixtures_folder_is_an_error_not_a_pass() {
+    let root = std::env::temp_dir().join(format!("fuzz-fixtures-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    let missing = fixtures(&root).unwrap_err();
+    std::fs::create_dir_all(root.join("svg")).unwrap();
+    let empty = fixtures(&root).unwrap_err();
+    std::fs::write(root.join("crash-1234"), b"{}").unwrap();
+    let misfiled = fixtures(&root).unwrap_err();
+    std::fs::remove_file(root.join("crash-1234")).unwrap();
+    std::fs::write(root.join("svg/finding.svg"), b"<svg/>").unwrap();
+    let one = fixtures(&root).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+
+    assert!(missing.contains("cannot be read"), "{missing}");
+    assert!(empty.contains("holds no fixtures"), "{empty}");
+    assert!(misfiled.contains("is not a target's folder"), "{misfiled}");
+    assert_eq!(one.len(), 1);
 }

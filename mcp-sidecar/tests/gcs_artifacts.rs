@@ -32,15 +32,16 @@ use axum::{
 use common::{jobs::*, mcp_client, start_sidecar_process, temp_dir};
 use mcp_sidecar::{
     artifacts::{
-        ArtifactError, Placed,
+        Placed,
         gcs::{GcsSettings, GcsStore},
     },
+    digest::{decode_hex, sha256_hex},
     jobs::model::JobId,
     render::spec::OutputKind,
 };
 use rsa::{pkcs1v15, pkcs8::DecodePublicKey, signature::Verifier};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use test_support::installed_tool;
 
 const BUCKET: &str = "renders-test";
@@ -222,12 +223,9 @@ fn string_to_sign(url: &str) -> (String, Vec<u8>, BTreeMap<String, String>) {
     let to_sign = format!(
         "GOOG4-RSA-SHA256\n{}\n{scope}\n{}",
         params["X-Goog-Date"],
-        mcp_sidecar::jobs::store::hex(&Sha256::digest(canonical_request.as_bytes()))
+        sha256_hex(canonical_request.as_bytes())
     );
-    let signature = (0..params["X-Goog-Signature"].len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&params["X-Goog-Signature"][i..i + 2], 16).unwrap())
-        .collect();
+    let signature = decode_hex(&params["X-Goog-Signature"]).unwrap();
     (to_sign, signature, params)
 }
 
@@ -445,9 +443,10 @@ async fn transient_failures_are_retried_and_then_reported_after_the_bounded_atte
             bytes::Bytes::from_static(b"png"),
         )
         .await;
-    let Err(ArtifactError::Retryable(message)) = failed else {
+    let Err(error) = failed else {
         panic!("expected an upload error, got {failed:?}");
     };
+    let message = error.to_string();
     assert!(message.contains("(HTTP 503)"), "{message}");
     assert_eq!(
         fake.requests.lock().unwrap().len(),

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use mcp_sidecar::jobs::{
-    model::{ArtifactRecord, JobId, JobState},
-    store::{ClaimedJob, Delivery, JobStore, Ownership, Recorded, StoreError, StoreSettings},
+    model::{ArtifactRecord, CANCELLED, JobId, JobState},
+    store::{
+        ClaimedJob, Delivery, Enqueued, JobStore, Ownership, Progress, Recorded, StoreError,
+        StoreSettings, StoredResult,
+    },
 };
 use redis::Commands;
 
@@ -45,8 +48,7 @@ async fn deliver(store: &JobStore, worker: &str) -> Option<Delivery> {
             .await
             .unwrap(),
     };
-    let (entry, job) = entry?;
-    Some(store.start(&entry, &job, worker).await.unwrap())
+    Some(store.start(&entry?, worker).await.unwrap())
 }
 
 async fn run(store: &JobStore, worker: &str) -> ClaimedJob {
@@ -69,7 +71,7 @@ fn artifact(id: &JobId) -> ArtifactRecord {
 async fn enqueue_writes_record_queue_entry_and_recent_list_together() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (id, created) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let Enqueued { id, created } = store.enqueue(SPEC, 4, None, "").await.unwrap();
     assert!(created);
 
     let status = store.status(&id).await.unwrap();
@@ -89,8 +91,12 @@ async fn enqueue_writes_record_queue_entry_and_recent_list_together() {
 async fn an_idempotency_key_returns_the_same_job_and_refuses_a_different_spec() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (first, created) = store.enqueue(SPEC, 4, Some("order-17"), "").await.unwrap();
-    let (again, created_again) = store.enqueue(SPEC, 4, Some("order-17"), "").await.unwrap();
+    let Enqueued { id: first, created } =
+        store.enqueue(SPEC, 4, Some("order-17"), "").await.unwrap();
+    let Enqueued {
+        id: again,
+        created: created_again,
+    } = store.enqueue(SPEC, 4, Some("order-17"), "").await.unwrap();
     assert!(created && !created_again);
     assert_eq!(first, again);
     assert_eq!(
@@ -106,7 +112,11 @@ async fn an_idempotency_key_returns_the_same_job_and_refuses_a_different_spec() 
     assert!(
         matches!(conflict, StoreError::IdempotencyConflict(ref id) if *id == first.to_string())
     );
-    let (other, _) = store.enqueue(SPEC, 4, Some("order-18"), "").await.unwrap();
+    let other = store
+        .enqueue(SPEC, 4, Some("order-18"), "")
+        .await
+        .unwrap()
+        .id;
     assert_ne!(other, first);
 }
 
@@ -114,7 +124,7 @@ async fn an_idempotency_key_returns_the_same_job_and_refuses_a_different_spec() 
 async fn the_queue_is_bounded_and_a_finished_job_makes_room() {
     let redis = RedisServer::start();
     let store = store(&redis, |settings| settings.max_queued = 3).await;
-    let (first, _) = store.enqueue(SPEC, 4, Some("kept"), "").await.unwrap();
+    let first = store.enqueue(SPEC, 4, Some("kept"), "").await.unwrap().id;
     store.enqueue(SPEC, 4, None, "").await.unwrap();
     store.enqueue(SPEC, 4, None, "").await.unwrap();
     let recent_before: Vec<String> = redis.connection().zrange("test:s:recent", 0, -1).unwrap();
@@ -129,7 +139,10 @@ async fn the_queue_is_bounded_and_a_finished_job_makes_room() {
     // A repeat of an existing job is still answered: it adds nothing.
     assert_eq!(
         store.enqueue(SPEC, 4, Some("kept"), "").await.unwrap(),
-        (first, false)
+        Enqueued {
+            id: first,
+            created: false
+        }
     );
 
     // A running job still counts; once it has finished there is room again.
@@ -142,14 +155,14 @@ async fn the_queue_is_bounded_and_a_finished_job_makes_room() {
         .succeed(&job, "done", &artifact(&job.id))
         .await
         .unwrap();
-    assert!(store.enqueue(SPEC, 4, None, "").await.unwrap().1);
+    assert!(store.enqueue(SPEC, 4, None, "").await.unwrap().created);
 }
 
 #[tokio::test]
 async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "00-trace").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "00-trace").await.unwrap().id;
 
     let job = run(&store, "w1").await;
     assert_eq!((job.id.clone(), job.attempt), (id.clone(), 1));
@@ -158,7 +171,14 @@ async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
     assert_eq!(store.status(&id).await.unwrap().state, JobState::Running);
 
     let owned = store
-        .renew(&job, "w1", Some((2, "[2/4] rasterizing")))
+        .renew(
+            &job,
+            "w1",
+            Some(Progress {
+                stage: 2,
+                message: "[2/4] rasterizing",
+            }),
+        )
         .await
         .unwrap();
     assert_eq!(owned, Ownership::Owned);
@@ -176,7 +196,10 @@ async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
     let status = store.status(&id).await.unwrap();
     assert_eq!(status.state, JobState::Succeeded);
     assert_eq!(status.stage, status.total_stages);
-    let (result, record) = store.artifact(&id).await.unwrap();
+    let StoredResult {
+        result,
+        artifact: record,
+    } = store.artifact(&id).await.unwrap();
     assert!(result.ready);
     assert_eq!(record.unwrap(), artifact(&id));
 
@@ -190,7 +213,7 @@ async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
 
     // Terminal states never change: a second outcome and a cancel are both refused.
     let again = store.fail(&job, "late failure").await.unwrap();
-    assert_eq!(again, Recorded::Rejected { cancelled: false });
+    assert_eq!(again, Recorded::Lost);
     let after_cancel = store.cancel(&id).await.unwrap();
     assert_eq!(after_cancel.state, JobState::Succeeded);
 }
@@ -199,7 +222,7 @@ async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
 async fn a_job_whose_worker_stops_renewing_is_taken_over_and_the_old_attempt_is_fenced_off() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let first = run(&store, "dead-worker").await;
 
     // Within the lease nobody else gets it.
@@ -215,7 +238,7 @@ async fn a_job_whose_worker_stops_renewing_is_taken_over_and_the_old_attempt_is_
     );
     assert_eq!(
         store.succeed(&first, "done", &artifact(&id)).await.unwrap(),
-        Recorded::Rejected { cancelled: false }
+        Recorded::Lost
     );
     assert_eq!(
         store
@@ -246,7 +269,7 @@ async fn renewing_the_lease_keeps_a_slow_job_from_being_taken_over() {
 async fn attempts_are_bounded_and_the_last_error_is_kept() {
     let redis = RedisServer::start();
     let store = store(&redis, |settings| settings.max_attempts = 2).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     for attempt in 1..=2 {
         let job = run(&store, &format!("crashing-{attempt}")).await;
         assert_eq!(job.attempt, attempt);
@@ -273,7 +296,7 @@ async fn attempts_are_bounded_and_the_last_error_is_kept() {
 async fn cancelling_a_queued_job_fails_it_and_no_worker_runs_it() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let status = store.cancel(&id).await.unwrap();
     assert_eq!(status.state, JobState::Failed);
     assert_eq!(status.error.as_deref(), Some("cancelled"));
@@ -288,7 +311,7 @@ async fn cancelling_a_queued_job_fails_it_and_no_worker_runs_it() {
 async fn cancelling_a_running_job_ends_it_at_once_and_the_worker_learns_of_it() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let job = run(&store, "w1").await;
     let status = store.cancel(&id).await.unwrap();
     assert_eq!(
@@ -297,14 +320,21 @@ async fn cancelling_a_running_job_ends_it_at_once_and_the_worker_learns_of_it() 
     );
     assert_eq!(
         store
-            .renew(&job, "w1", Some((3, "[3/4] encoding")))
+            .renew(
+                &job,
+                "w1",
+                Some(Progress {
+                    stage: 3,
+                    message: "[3/4] encoding",
+                }),
+            )
             .await
             .unwrap(),
         Ownership::Cancelled
     );
     assert_eq!(
         store.succeed(&job, "done", &artifact(&id)).await.unwrap(),
-        Recorded::Rejected { cancelled: true }
+        Recorded::Cancelled
     );
     assert_eq!(
         store.status(&id).await.unwrap().error.as_deref(),
@@ -316,7 +346,7 @@ async fn cancelling_a_running_job_ends_it_at_once_and_the_worker_learns_of_it() 
 async fn a_stopping_worker_hands_its_job_back_for_another_to_take_at_once() {
     let redis = RedisServer::start();
     let store = store(&redis, |settings| settings.lease = Duration::from_secs(60)).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let job = run(&store, "stopping").await;
     assert!(store.requeue(&job).await.unwrap());
     assert_eq!(store.status(&id).await.unwrap().state, JobState::Queued);
@@ -331,19 +361,19 @@ async fn list_gives_recent_jobs_newest_first_filtered_by_state() {
     let store = store(&redis, |_| {}).await;
     let mut ids = vec![];
     for _ in 0..5 {
-        ids.push(store.enqueue(SPEC, 4, None, "").await.unwrap().0);
+        ids.push(store.enqueue(SPEC, 4, None, "").await.unwrap().id);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     store.cancel(&ids[1]).await.unwrap();
 
     let all = store.list(None, 10).await.unwrap();
     let listed: Vec<_> = all.iter().map(|status| status.job_id.clone()).collect();
-    let newest_first: Vec<_> = ids.iter().rev().map(ToString::to_string).collect();
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
     assert_eq!(listed, newest_first);
     assert_eq!(store.list(None, 2).await.unwrap().len(), 2);
     let failed = store.list(Some(JobState::Failed), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].job_id, ids[1].to_string());
+    assert_eq!(failed[0].job_id, ids[1]);
     assert_eq!(
         store.list(Some(JobState::Queued), 10).await.unwrap().len(),
         4
@@ -369,7 +399,7 @@ async fn an_unknown_job_is_not_found() {
 async fn while_redis_is_down_calls_fail_fast_and_recover_by_themselves_after() {
     let mut redis = RedisServer::start_with(true);
     let store = store(&redis, |_| {}).await;
-    let (id, _) = store.enqueue(SPEC, 4, None, "").await.unwrap();
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
 
     redis.kill();
     for _ in 0..3 {
@@ -399,4 +429,43 @@ async fn while_redis_is_down_calls_fail_fast_and_recover_by_themselves_after() {
             Err(error) => panic!("no recovery after restart: {error}"),
         }
     }
+}
+
+/// A job that runs out of attempts ends failed with its last error, and the attempt it gave up
+/// on is told it lost the job, not that the job was cancelled.
+#[tokio::test]
+async fn running_out_of_attempts_is_a_failure_with_the_last_error_not_a_cancellation() {
+    let redis = RedisServer::start();
+    let store = store(&redis, |settings| settings.max_attempts = 2).await;
+    let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
+    run(&store, "crashed").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stalled = run(&store, "stalled").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let exhausted = deliver(&store, "w3").await;
+
+    assert!(
+        matches!(exhausted, Some(Delivery::Exhausted { .. })),
+        "{exhausted:?}"
+    );
+    let status = store.status(&id).await.unwrap();
+    assert_eq!(status.state, JobState::Failed);
+    let error = status.error.unwrap();
+    assert!(error.contains("gave up after 2 attempts"), "{error}");
+    assert!(
+        error.contains("attempt 2 stopped: its worker stopped renewing the lease"),
+        "{error}"
+    );
+    assert_ne!(error, CANCELLED);
+    // The stalled worker wakes up: the job went on without it.
+    assert_eq!(
+        store.renew(&stalled, "stalled", None).await.unwrap(),
+        Ownership::Lost
+    );
+    assert_eq!(
+        store.fail(&stalled, "late failure").await.unwrap(),
+        Recorded::Lost
+    );
+    assert_eq!(store.status(&id).await.unwrap().error, Some(error));
 }

@@ -1,6 +1,6 @@
 //! Clients we did not write, against the real `mcp-sidecar` binary: the official MCP Python
-//! SDK, the MCP Inspector CLI and the MCP conformance suite. They are installed into `.tools/`
-//! by `scripts/install-test-tools`, which the test command runs first.
+//! and TypeScript SDKs, the MCP Inspector CLI and the MCP conformance suite. They are
+//! installed into `.tools/` by `scripts/install-test-tools`, which the test command runs first.
 
 mod common;
 
@@ -99,6 +99,25 @@ fn python_sdk_client_runs_the_whole_render_job_flow() {
         );
         assert_eq!(seen["png"], serde_json::json!([720, 360]));
     }
+}
+
+#[test]
+fn typescript_sdk_client_calls_every_tool_and_a_strict_validator_accepts_every_schema() {
+    let sidecar = start_sidecar_process(&[]);
+    let output = node_command(&installed_tool("node/node_modules/.bin/node"))
+        .env("NODE_PATH", installed_tool("node/node_modules"))
+        .arg(peer_script("ts_sdk_client.cjs"))
+        .arg(sidecar.mcp_url())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("a JSON summary line: {}", describe(&output)));
+    println!("TypeScript SDK: {seen}");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(seen["checks"], "passed", "{seen}");
+    // Eight tools, each with an input and an output schema, all compiled in strict mode.
+    assert_eq!(seen["compiled"], 16, "{seen}");
 }
 
 #[test]

@@ -489,3 +489,58 @@ async fn the_job_record_stored_in_redis_expires_after_it_finishes() {
     assert!((1..=60).contains(&ttl), "ttl {ttl}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_callers_trace() {
+    let sidecar = common::start_sidecar_process(&[]);
+    let client = mcp_client(&sidecar.mcp_url()).await;
+    let job = start(&client, chart_spec(50, 50, "svg")).await;
+    wait_terminal(&client, &job, LIMIT).await;
+    client.cancel().await.unwrap();
+    // A record no sidecar could have written: the store reports it as corrupt.
+    let mut raw = sidecar.redis.as_ref().unwrap().connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*job:{job}"))
+        .query(&mut raw)
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("stage")
+        .arg("two")
+        .query(&mut raw)
+        .unwrap();
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer: serde_json::Value = common::mcp_post(&reqwest::Client::new(), &sidecar.mcp_url())
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "get_render_status", "arguments": {"job_id": job}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert_eq!(result["structuredContent"]["code"], "internal", "{answer}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let logged = loop {
+        let logged = sidecar.logged("tool call failed inside the sidecar");
+        if !logged.is_empty() || std::time::Instant::now() > deadline {
+            break logged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let line = &logged[0];
+    assert_eq!(line["severity"], "ERROR", "{line}");
+    assert_eq!(line["tool"], "get_render_status", "{line}");
+    assert_eq!(line["trace_id"], trace_id, "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("`two`"),
+        "the cause is in the log line: {line}"
+    );
+}

@@ -26,6 +26,7 @@ use rmcp::model::CallToolResult;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use service_core::body::{BodyError, BodyLimits};
+use sidecar_contract::{ErrorCode, ToolError};
 
 use crate::{
     llm::ChatModel,
@@ -215,10 +216,13 @@ impl ApiError {
     /// The error for a tool result with `isError: true`: the status follows the result's
     /// `code` when it has one (the sidecar's do), else 422.
     pub fn from_tool_failure(result: &CallToolResult) -> Self {
-        let structured = result.structured_content.clone().unwrap_or_default();
-        let message = structured["error"]
-            .as_str()
-            .map(str::to_owned)
+        let failure = result
+            .structured_content
+            .clone()
+            .and_then(|content| serde_json::from_value::<ToolError>(content).ok());
+        let message = failure
+            .as_ref()
+            .map(|failure| failure.error.clone())
             .or_else(|| {
                 result
                     .content
@@ -226,16 +230,24 @@ impl ApiError {
                     .find_map(|content| content.as_text().map(|text| text.text.clone()))
             })
             .unwrap_or_else(|| "the tool reported an error".to_owned());
-        let code = structured["code"].as_str().map(str::to_owned);
-        let status = match code.as_deref() {
-            Some("not_found") => StatusCode::NOT_FOUND,
-            Some("conflict") => StatusCode::CONFLICT,
-            Some("unavailable") => StatusCode::SERVICE_UNAVAILABLE,
-            Some("internal") => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        // The status follows the codes the contract names; any code is passed on as it came
+        // (another MCP server may have codes of its own).
+        let code_text = result
+            .structured_content
+            .as_ref()
+            .and_then(|content| content.get("code"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let code = failure.and_then(|failure| failure.code);
+        let status = match code {
+            Some(ErrorCode::NotFound) => StatusCode::NOT_FOUND,
+            Some(ErrorCode::Conflict) => StatusCode::CONFLICT,
+            Some(ErrorCode::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Some(ErrorCode::Internal) => StatusCode::BAD_GATEWAY,
+            Some(ErrorCode::InvalidArguments) | None => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let mut error = Self::new(status, message);
-        if let Some(code) = code {
+        if let Some(code) = code_text {
             error = error.with_code(code);
         }
         error.with_details(serde_json::to_value(result).unwrap_or_default())

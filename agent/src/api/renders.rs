@@ -20,97 +20,105 @@ use axum::{
     },
 };
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
+use sidecar_contract::{
+    JobId, JobIdInput, JobResult, JobState, JobStatus, StartRenderInput, StartRenderOutput, tool,
+};
 
-use super::{ApiError, AppState, JsonBody, tools::object};
+use super::{ApiError, AppState, JsonBody};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartRender {
-    spec: Value,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-fn links(job_id: &str) -> Value {
+fn links(job_id: &JobId) -> Value {
     json!({
         "self": format!("/v1/renders/{job_id}"),
         "events": format!("/v1/renders/{job_id}/events"),
     })
 }
 
-/// Starts a render through the sidecar's `start_render`; 202 with the job and its links.
-pub async fn start(
-    State(state): State<Arc<AppState>>,
-    JsonBody(body): JsonBody<StartRender>,
-) -> Result<Response, ApiError> {
-    let mut arguments = json!({ "spec": body.spec });
-    if let Some(key) = body.idempotency_key {
-        arguments["idempotency_key"] = key.into();
-    }
-    let result = state
-        .hub
-        .call_sidecar("start_render", object(arguments))
-        .await?;
+/// Calls one of the sidecar's job tools and reads its answer as the contract types it.
+///
+/// A failed call becomes the error its code says; an answer that is not the contract's type
+/// (a sidecar of another version, a bug) is a 502 naming the tool, never a half-read value.
+async fn call_job_tool<Output: DeserializeOwned>(
+    state: &AppState,
+    tool: &str,
+    arguments: impl Serialize,
+) -> Result<Output, ApiError> {
+    let arguments = match serde_json::to_value(arguments) {
+        Ok(Value::Object(arguments)) => arguments,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the arguments of {tool} could not be encoded as a JSON object"),
+            ));
+        }
+    };
+    let result = state.hub.call_sidecar(tool, arguments).await?;
     if result.is_error == Some(true) {
         return Err(ApiError::from_tool_failure(&result));
     }
-    let started = result.structured_content.unwrap_or_default();
-    let job_id = started["job_id"].as_str().unwrap_or_default().to_owned();
+    let content = result.structured_content.unwrap_or_default();
+    serde_json::from_value(content).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the sidecar's answer to {tool} is not what the job contract says: {error}"),
+        )
+    })
+}
+
+/// Starts a render through the sidecar's `start_render`; 202 with the job and its links.
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<StartRenderInput>,
+) -> Result<Response, ApiError> {
+    let started: StartRenderOutput = call_job_tool(&state, tool::START_RENDER, body).await?;
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/renders/{job_id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/renders/{}", started.job_id)) {
         headers.insert(header::LOCATION, location);
     }
-    let body = json!({ "job_id": job_id, "state": started["state"], "links": links(&job_id) });
+    let body = json!({
+        "job_id": started.job_id,
+        "state": started.state,
+        "links": links(&started.job_id),
+    });
     Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
 }
 
 /// A job id as the sidecar makes them: anything else cannot name a job.
-fn checked_id(id: &str) -> Result<&str, ApiError> {
-    let valid = id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if valid {
-        Ok(id)
-    } else {
-        Err(ApiError::new(
+fn checked_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "no render job `{}`",
                 id.chars().take(64).collect::<String>()
             ),
-        ))
-    }
+        )
+    })
 }
 
-async fn sidecar_tool(state: &AppState, tool: &str, job_id: &str) -> Result<Value, ApiError> {
-    let result = state
-        .hub
-        .call_sidecar(tool, object(json!({ "job_id": job_id })))
-        .await?;
-    if result.is_error == Some(true) {
-        return Err(ApiError::from_tool_failure(&result));
-    }
-    Ok(result.structured_content.unwrap_or_default())
+async fn job_status(state: &AppState, job_id: &JobId) -> Result<JobStatus, ApiError> {
+    call_job_tool(state, tool::GET_RENDER_STATUS, JobIdInput::from(job_id)).await
 }
 
 /// The status, plus `result` (url, expires_at, content_type, bytes, sha256) once succeeded.
-async fn full_status(state: &AppState, job_id: &str) -> Result<Value, ApiError> {
-    let mut status = sidecar_tool(state, "get_render_status", job_id).await?;
-    if status["state"] == "succeeded" {
-        let result = sidecar_tool(state, "get_render_result", job_id).await?;
-        status["result"] = json!({
-            "url": result["url"],
-            "expires_at": result["expires_at"],
-            "content_type": result["content_type"],
-            "bytes": result["bytes"],
-            "sha256": result["sha256"],
+async fn full_status(state: &AppState, status: JobStatus) -> Result<Value, ApiError> {
+    let job_id = status.job_id.clone();
+    let succeeded = status.state == JobState::Succeeded;
+    let mut answer = serde_json::to_value(status).unwrap_or_default();
+    if succeeded {
+        let result: JobResult =
+            call_job_tool(state, tool::GET_RENDER_RESULT, JobIdInput::from(&job_id)).await?;
+        answer["result"] = json!({
+            "url": result.url,
+            "expires_at": result.expires_at,
+            "content_type": result.content_type,
+            "bytes": result.bytes,
+            "sha256": result.sha256,
         });
     }
-    status["links"] = links(job_id);
-    Ok(status)
+    answer["links"] = links(&job_id);
+    Ok(answer)
 }
 
 pub async fn status(
@@ -118,18 +126,18 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = checked_id(&id)?;
-    Ok(Json(full_status(&state, id).await?))
-}
-
-fn is_terminal(status: &Value) -> bool {
-    matches!(status["state"].as_str(), Some("succeeded" | "failed"))
+    let status = job_status(&state, &id).await?;
+    Ok(Json(full_status(&state, status).await?))
 }
 
 /// What the stream remembers between polls.
 struct Progress {
     state: Arc<AppState>,
-    job_id: String,
-    last: Option<Value>,
+    job_id: JobId,
+    /// The status last sent as a `progress` event.
+    last: Option<JobStatus>,
+    /// Whether the sidecar has been asked yet: every later poll waits its interval first.
+    polled: bool,
     started: Instant,
     finished: bool,
     warned: bool,
@@ -152,19 +160,17 @@ impl Progress {
                     }),
                 ));
             }
-            if self.last.is_some() {
+            if self.polled {
                 tokio::time::sleep(self.state.render_poll_interval).await;
             }
-            let status = match sidecar_tool(&self.state, "get_render_status", &self.job_id).await {
+            self.polled = true;
+            let status = match job_status(&self.state, &self.job_id).await {
                 Ok(status) => {
                     self.warned = false;
                     status
                 }
                 Err(error) => {
                     // Keep waiting through a sidecar blip; say so once.
-                    if self.last.is_none() {
-                        self.last = Some(Value::Null);
-                    }
                     if !self.warned {
                         self.warned = true;
                         return Some(json_event("warning", &json!({ "error": error.message })));
@@ -172,20 +178,22 @@ impl Progress {
                     continue;
                 }
             };
-            if is_terminal(&status) {
+            if status.state.is_terminal() {
                 self.finished = true;
-                let done = full_status(&self.state, &self.job_id)
-                    .await
-                    .unwrap_or(status);
+                let fallback = serde_json::to_value(&status).unwrap_or_default();
+                let done = full_status(&self.state, status).await.unwrap_or(fallback);
                 return Some(json_event("done", &done));
             }
             let changed = self.last.as_ref().is_none_or(|last| {
-                last["state"] != status["state"]
-                    || last["stage"] != status["stage"]
-                    || last["message"] != status["message"]
+                last.state != status.state
+                    || last.stage != status.stage
+                    || last.message != status.message
             });
             if changed {
-                let event = json_event("progress", &status);
+                let event = json_event(
+                    "progress",
+                    &serde_json::to_value(&status).unwrap_or_default(),
+                );
                 self.last = Some(status);
                 return Some(event);
             }
@@ -202,15 +210,16 @@ pub async fn events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = checked_id(&id)?.to_owned();
+    let id = checked_id(&id)?;
     // Fail before the stream starts when the job is unknown or the sidecar is away, so the
     // caller gets a proper status code rather than an event.
-    sidecar_tool(&state, "get_render_status", &id).await?;
+    job_status(&state, &id).await?;
     let heartbeat = state.sse_heartbeat;
     let progress = Progress {
         state,
         job_id: id,
         last: None,
+        polled: false,
         started: Instant::now(),
         finished: false,
         warned: false,

@@ -44,7 +44,7 @@ pub enum LlmError {
 
 /// Formats an error with its whole `source()` chain, for messages that must
 /// carry the root cause (reqwest and google-cloud-auth put it in the chain).
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -10,6 +10,11 @@
 //!    model's message and the results to the conversation, and go to 1;
 //! 3. if the reply is text, return it with a record of every tool call.
 //!
+//! A call whose arguments are not a JSON object (or, from an OpenAI-compatible
+//! model, not JSON at all) is not run: its result is `{"error": "…"}` saying
+//! so, which goes back to the model like any failed call, so one slip of the
+//! model costs a turn instead of the whole chat.
+//!
 //! At most `max_turns` model calls are made; a model that keeps calling tools
 //! ends the loop with [`LlmError::TurnLimit`].
 //!
@@ -43,15 +48,17 @@ mod tests;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 pub use error::LlmError;
+pub(crate) use error::error_chain;
 pub use schema::model_schema;
 pub use vertex::VertexAuth;
 
-use transport::HttpTransport;
+use transport::{HttpTransport, excerpt};
 
 /// A tool the model may call (from the MCP servers' tool lists).
 #[derive(Clone, Debug, PartialEq)]
@@ -92,9 +99,11 @@ pub struct ChatMessage {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ToolCallRecord {
     pub name: String,
-    /// Always a JSON object.
+    /// A JSON object, unless the model sent something else (then as it was sent:
+    /// the JSON value, or the text when it was not JSON) and the call was not run.
     pub arguments: Value,
-    /// What the [`ToolRunner`] returned.
+    /// What the [`ToolRunner`] returned, or `{"error": "…"}` for arguments that
+    /// were not a JSON object.
     pub result: Value,
 }
 
@@ -285,8 +294,68 @@ struct ToolCallRequest {
     /// Gemini `functionCall.id` when the API sends one).
     id: Option<String>,
     name: String,
-    /// Always a JSON object (providers reject anything else as malformed).
-    arguments: Value,
+    arguments: CallArguments,
+}
+
+/// The arguments of a requested call, as the loop sees them.
+#[derive(Clone, Debug, PartialEq)]
+enum CallArguments {
+    /// A JSON object: the call runs with it.
+    Object(Value),
+    /// Anything else: the call does not run, and the model reads `error` as its
+    /// result, so it can correct itself.
+    Invalid {
+        /// What the model sent: its JSON, or the text when it was not JSON.
+        sent: Value,
+        error: String,
+    },
+}
+
+impl CallArguments {
+    /// Arguments the provider sent as a JSON value; absent or `null` mean none (`{}`).
+    fn from_value(tool: &str, value: Option<Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Self::Object(Value::Object(Map::new())),
+            Some(object @ Value::Object(_)) => Self::Object(object),
+            Some(other) => Self::Invalid {
+                error: not_an_object(tool, &other.to_string(), None),
+                sent: other,
+            },
+        }
+    }
+
+    /// Arguments the provider sent as JSON text; empty text means none (`{}`).
+    fn from_json_text(tool: &str, text: &str) -> Self {
+        if text.trim().is_empty() {
+            return Self::from_value(tool, None);
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => Self::from_value(tool, Some(value)),
+            Err(error) => Self::Invalid {
+                error: not_an_object(tool, text, Some(&error)),
+                sent: Value::String(text.to_owned()),
+            },
+        }
+    }
+
+    /// What the call record shows: the object, or what the model sent.
+    fn as_sent(&self) -> &Value {
+        match self {
+            Self::Object(arguments) => arguments,
+            Self::Invalid { sent, .. } => sent,
+        }
+    }
+}
+
+/// The tool error a model gets for arguments that are not a JSON object.
+fn not_an_object(tool: &str, sent: &str, parse_error: Option<&serde_json::Error>) -> String {
+    let sent = excerpt(sent);
+    match parse_error {
+        None => format!("the arguments of tool call `{tool}` must be a JSON object, got: {sent}"),
+        Some(error) => format!(
+            "the arguments of tool call `{tool}` must be a JSON object, got text that is not JSON ({error}): {sent}"
+        ),
+    }
 }
 
 /// A finished tool call, ready to go back to the model.
@@ -315,6 +384,18 @@ trait Provider: Sync {
     fn add_tool_results(&self, conversation: &mut Self::Conversation, outcomes: Vec<ToolOutcome>);
 }
 
+/// Runs one call through `runner`, or answers it with the tool error when its
+/// arguments are not a JSON object.
+fn run_call<'a>(runner: &'a dyn ToolRunner, call: &'a ToolCallRequest) -> BoxFuture<'a, Value> {
+    match &call.arguments {
+        CallArguments::Object(arguments) => runner.call(&call.name, arguments.clone()),
+        CallArguments::Invalid { error, .. } => {
+            tracing::debug!(tool = %call.name, "tool call arguments are not a JSON object");
+            futures::future::ready(json!({ "error": error })).boxed()
+        }
+    }
+}
+
 /// The provider-neutral loop behind [`ChatModel::chat`].
 async fn run_tool_loop<P: Provider>(
     provider: &P,
@@ -338,12 +419,7 @@ async fn run_tool_loop<P: Provider>(
             ModelTurn::ToolCalls(calls) => {
                 let names: Vec<&str> = calls.iter().map(|call| call.name.as_str()).collect();
                 tracing::debug!(turn, tools = ?names, "model requested tool calls");
-                let results = join_all(
-                    calls
-                        .iter()
-                        .map(|call| runner.call(&call.name, call.arguments.clone())),
-                )
-                .await;
+                let results = join_all(calls.iter().map(|call| run_call(runner, call))).await;
                 let outcomes: Vec<ToolOutcome> = calls
                     .into_iter()
                     .zip(results)
@@ -351,7 +427,7 @@ async fn run_tool_loop<P: Provider>(
                     .collect();
                 records.extend(outcomes.iter().map(|outcome| ToolCallRecord {
                     name: outcome.call.name.clone(),
-                    arguments: outcome.call.arguments.clone(),
+                    arguments: outcome.call.arguments.as_sent().clone(),
                     result: outcome.result.clone(),
                 }));
                 provider.add_tool_results(&mut conversation, outcomes);

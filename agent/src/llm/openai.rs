@@ -21,16 +21,19 @@
 //! Leniency for "compatible" servers: empty `arguments` mean `{}`; a missing
 //! call id is replaced by a generated one (used consistently in both the
 //! echoed assistant message and the tool message); a `refusal` without
-//! `content` counts as the answer.
+//! `content` counts as the answer. `arguments` that are not a JSON object are
+//! the model's mistake, not a malformed reply: the call gets a tool error
+//! (see the tool loop in `super`).
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::LlmError;
 use super::transport::{HttpTransport, checked_base_url, excerpt};
 use super::{
-    ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec, model_schema,
+    CallArguments, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
+    model_schema,
 };
 
 /// Label used in error messages and logs.
@@ -219,11 +222,10 @@ fn interpret(
         if call.id.is_empty() {
             call.id = format!("call_{turn}_{index}");
         }
-        let arguments = parse_arguments(&call.function)?;
         requests.push(ToolCallRequest {
             id: Some(call.id.clone()),
             name: call.function.name.clone(),
-            arguments,
+            arguments: CallArguments::from_json_text(&call.function.name, &call.function.arguments),
         });
         echoed_calls.push(call);
     }
@@ -232,26 +234,6 @@ fn interpret(
         tool_calls: echoed_calls,
     };
     Ok((kept, ModelTurn::ToolCalls(requests)))
-}
-
-/// Parses a call's `arguments` string, which must hold a JSON object (empty means `{}`).
-fn parse_arguments(function: &FunctionCall) -> Result<Value, LlmError> {
-    if function.arguments.trim().is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    match serde_json::from_str::<Value>(&function.arguments) {
-        Ok(arguments @ Value::Object(_)) => Ok(arguments),
-        Ok(_) => Err(LlmError::Malformed(format!(
-            "{PROVIDER}: arguments of tool call `{}` are not a JSON object: {}",
-            function.name,
-            excerpt(&function.arguments)
-        ))),
-        Err(error) => Err(LlmError::Malformed(format!(
-            "{PROVIDER}: arguments of tool call `{}` are not valid JSON ({error}): {}",
-            function.name,
-            excerpt(&function.arguments)
-        ))),
-    }
 }
 
 // ---- Wire types ----

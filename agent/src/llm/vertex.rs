@@ -29,6 +29,9 @@
 //! * `functionResponse.response` must be a JSON object: object results are
 //!   sent as they are (so the runner's `{"error": ...}` lands under the
 //!   documented `error` key); anything else is wrapped as `{"output": value}`.
+//! * `functionCall.args` that are not a JSON object are the model's mistake,
+//!   not a malformed reply: the call gets a tool error (see the tool loop in
+//!   `super`).
 //!
 //! # Authentication
 //!
@@ -50,7 +53,8 @@ use tokio::sync::OnceCell;
 use super::error::{LlmError, error_chain};
 use super::transport::{HttpTransport, checked_base_url, excerpt};
 use super::{
-    ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec, model_schema,
+    CallArguments, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
+    model_schema,
 };
 
 /// Label used in error messages and logs.
@@ -274,29 +278,16 @@ fn interpret(response: GenerateContentResponse) -> Result<(Content, ModelTurn), 
     };
     content.role = Some(ContentRole::Model);
 
-    let mut calls = Vec::new();
-    for call in content
+    let calls: Vec<ToolCallRequest> = content
         .parts
         .iter()
         .filter_map(|part| part.function_call.as_ref())
-    {
-        let arguments = match &call.args {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(arguments @ Value::Object(_)) => arguments.clone(),
-            Some(other) => {
-                return Err(LlmError::Malformed(format!(
-                    "{PROVIDER}: arguments of function call `{}` are not a JSON object: {}",
-                    call.name,
-                    excerpt(&other.to_string())
-                )));
-            }
-        };
-        calls.push(ToolCallRequest {
+        .map(|call| ToolCallRequest {
             id: call.id.clone(),
             name: call.name.clone(),
-            arguments,
-        });
-    }
+            arguments: CallArguments::from_value(&call.name, call.args.clone()),
+        })
+        .collect();
     if !calls.is_empty() {
         return Ok((content, ModelTurn::ToolCalls(calls)));
     }

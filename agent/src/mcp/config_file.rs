@@ -9,18 +9,22 @@
 //! ```
 //!
 //! `${VAR}` in a url or a header value is replaced by the environment variable's value; an
-//! unset variable is an error naming it (rather than a silently empty credential).
+//! unset variable is an error naming it (rather than a silently empty credential). Every url
+//! must then be an http(s) URL with a host, checked as `MCP_SERVER_URL` is.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::server_url::ServerUrl;
+
 /// How a remote server is authenticated, beyond static headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    /// A Google ID token for `audience` from the metadata server, as Cloud Run services that
-    /// require IAM (`roles/run.invoker`) expect.
+    /// A Google ID token for `audience` (from Application Default Credentials: a service
+    /// account key file, or the metadata server), as Cloud Run services that require IAM
+    /// (`roles/run.invoker`) expect.
     GoogleIdToken {
         audience: String,
     },
@@ -30,7 +34,7 @@ pub enum Auth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerEntry {
     pub name: String,
-    pub url: String,
+    pub url: ServerUrl,
     pub headers: BTreeMap<String, String>,
     pub auth: Auth,
 }
@@ -119,11 +123,9 @@ fn entry(
     }
     let url = substitute(&raw.url, lookup)
         .map_err(|error| ConfigFileError::Invalid(format!("server `{name}` url: {error}")))?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ConfigFileError::Invalid(format!(
-            "server `{name}`: url must be http(s)://, got `{url}`"
-        )));
-    }
+    let url: ServerUrl = url
+        .parse()
+        .map_err(|error| ConfigFileError::Invalid(format!("server `{name}` url: {error}")))?;
     let headers = raw
         .headers
         .into_iter()
@@ -142,7 +144,7 @@ fn entry(
                 Some(audience) => substitute(&audience, lookup).map_err(|error| {
                     ConfigFileError::Invalid(format!("server `{name}` audience: {error}"))
                 })?,
-                None => origin(&url),
+                None => url.origin(),
             },
         },
         Some(other) => {
@@ -157,13 +159,6 @@ fn entry(
         headers,
         auth,
     })
-}
-
-/// `scheme://host[:port]` of a URL: Cloud Run's ID-token audience for a service.
-fn origin(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{host}")
 }
 
 /// Replaces every `${NAME}` with the variable's value.
@@ -217,7 +212,7 @@ mod tests {
             }
         );
         let tickets = &servers[1];
-        assert_eq!(tickets.url, "https://tickets.example.com/mcp");
+        assert_eq!(tickets.url.as_str(), "https://tickets.example.com/mcp");
         assert_eq!(tickets.headers["Authorization"], "Bearer s3cret");
     }
 
@@ -228,7 +223,18 @@ mod tests {
                 r#"{"mcpServers": {"a": {"url": "https://x/${MISSING}"}}}"#,
                 "MISSING is not set",
             ),
-            (r#"{"mcpServers": {"a": {"url": "ftp://x"}}}"#, "http(s)"),
+            (
+                r#"{"mcpServers": {"a": {"url": "ftp://x"}}}"#,
+                "server `a` url: `ftp://x` is not an http(s) URL",
+            ),
+            (
+                r#"{"mcpServers": {"tickets": {"url": "htps:/tickets.example.com/mcp"}}}"#,
+                "server `tickets` url: `htps:/tickets.example.com/mcp` is not an http(s) URL",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "${HOST}/mcp"}}}"#,
+                "server `a` url: `tickets.example.com/mcp` is not an http(s) URL",
+            ),
             (
                 r#"{"mcpServers": {"a b": {"url": "https://x"}}}"#,
                 "server name",

@@ -1,151 +1,82 @@
-//! Google ID tokens from the metadata server, for calling Cloud Run services that require IAM.
+//! Google ID tokens for calling Cloud Run services that require IAM, from google-cloud-auth's
+//! ID-token credentials built by Application Default Credentials: the service account key file
+//! named by `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server (whose host:port
+//! `GCE_METADATA_HOST` overrides; `format=full`, so the token carries the account's email, as
+//! the hand-written client this replaced asked for).
 //!
-//! `GET http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity?audience=<aud>&format=full`
-//! with `Metadata-Flavor: Google` returns a signed JWT for the instance's service account.
-//! `GCE_METADATA_HOST` (host:port) overrides the host, as Google's own libraries allow.
-//!
-//! A token is reused until [`REFRESH_BEFORE_EXPIRY`] before its `exp`, then fetched again; one
-//! fetch at a time per audience.
+//! The library caches each token and fetches the next one in the background four minutes
+//! before the current one expires (`NORMAL_REFRESH_SLACK` in google-cloud-auth's
+//! `token_cache.rs`). Asking for the token on every use is therefore cheap, and a token that
+//! differs from the one a connection was made with tells [`super::upstream`] to reconnect.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use base64::Engine;
+use google_cloud_auth::credentials::idtoken::{self, IDTokenCredentials};
 use tokio::sync::Mutex;
 
-/// Refresh this long before a token's expiry, so no request carries one about to lapse.
-pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
-const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
+use crate::llm::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdTokenError {
-    #[error("the metadata server did not give an ID token: {0}")]
-    Fetch(String),
-    #[error("the metadata server's ID token is not a JWT with an expiry: {0}")]
-    Malformed(String),
+    /// Application Default Credentials cannot give ID tokens (an unreadable key file, or a
+    /// kind such as gcloud's user credentials that has no ID tokens for an audience).
+    #[error(
+        "cannot set up Google ID-token credentials (Application Default Credentials must be a \
+         service account key file named by GOOGLE_APPLICATION_CREDENTIALS, or the metadata \
+         server): {0}"
+    )]
+    Credentials(String),
+    #[error("no Google ID token for audience {audience}: {reason}")]
+    Fetch { audience: String, reason: String },
 }
 
-/// A cached ID token.
-#[derive(Clone)]
-pub struct IdToken {
-    pub token: String,
-    pub expires_at: SystemTime,
+/// ID tokens for one audience.
+pub struct IdTokenSource {
+    audience: String,
+    credentials: Mutex<IDTokenCredentials>,
 }
 
-impl std::fmt::Debug for IdToken {
+impl std::fmt::Debug for IdTokenSource {
+    /// The audience only: the credentials' own `Debug` may show a cached token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdToken")
-            .field("expires_at", &self.expires_at)
+        f.debug_struct("IdTokenSource")
+            .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
 }
 
-impl IdToken {
-    /// True once the token is within [`REFRESH_BEFORE_EXPIRY`] of expiring.
-    pub fn refresh_due(&self) -> bool {
-        SystemTime::now() + REFRESH_BEFORE_EXPIRY >= self.expires_at
-    }
-}
-
-/// ID tokens for one audience.
-#[derive(Debug)]
-pub struct IdTokenSource {
-    audience: String,
-    metadata_host: String,
-    http: reqwest::Client,
-    cached: Mutex<Option<IdToken>>,
-}
-
 impl IdTokenSource {
-    pub fn new(audience: String, http: reqwest::Client) -> Self {
-        let metadata_host =
-            std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| DEFAULT_METADATA_HOST.to_owned());
-        Self::with_metadata_host(audience, metadata_host, http)
-    }
-
-    pub fn with_metadata_host(
-        audience: String,
-        metadata_host: String,
-        http: reqwest::Client,
-    ) -> Self {
-        Self {
+    /// Credentials for `audience`, from Application Default Credentials. No network I/O, but
+    /// it must run inside a Tokio runtime: the library starts its refresh task here.
+    pub fn new(audience: String) -> Result<Self, IdTokenError> {
+        let credentials = build(&audience)?;
+        Ok(Self {
             audience,
-            metadata_host,
-            http,
-            cached: Mutex::new(None),
-        }
+            credentials: Mutex::new(credentials),
+        })
     }
 
-    /// A token valid for at least [`REFRESH_BEFORE_EXPIRY`]: the cached one, or a new one.
-    pub async fn token(&self) -> Result<IdToken, IdTokenError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref()
-            && !token.refresh_due()
-        {
-            return Ok(token.clone());
+    /// A token that is not about to expire: the cached one, or the first one, waited for.
+    pub async fn token(&self) -> Result<String, IdTokenError> {
+        let credentials = self.credentials.lock().await.clone();
+        match credentials.id_token().await {
+            Ok(token) => Ok(token),
+            Err(error) => {
+                // Once a fetch fails for good, the library's refresh task stops and its cache
+                // answers that error forever (`refresh_task` in token_cache.rs returns after
+                // sending a non-transient error). Fresh credentials let the next attempt
+                // (the supervisor retries with backoff) ask again.
+                *self.credentials.lock().await = build(&self.audience)?;
+                Err(IdTokenError::Fetch {
+                    audience: self.audience.clone(),
+                    reason: error_chain(&error),
+                })
+            }
         }
-        let token = self.fetch().await?;
-        *cached = Some(token.clone());
-        Ok(token)
-    }
-
-    async fn fetch(&self) -> Result<IdToken, IdTokenError> {
-        let url = format!(
-            "http://{}/computeMetadata/v1/instance/service-accounts/default/identity",
-            self.metadata_host
-        );
-        let response = self
-            .http
-            .get(url)
-            .query(&[("audience", self.audience.as_str()), ("format", "full")])
-            .header("Metadata-Flavor", "Google")
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|error| IdTokenError::Fetch(error.to_string()))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|error| IdTokenError::Fetch(error.to_string()))?;
-        if !status.is_success() {
-            let excerpt: String = body.chars().take(200).collect();
-            return Err(IdTokenError::Fetch(format!("HTTP {status}: {excerpt}")));
-        }
-        let token = body.trim().to_owned();
-        let expires_at = jwt_expiry(&token)?;
-        tracing::debug!(audience = %self.audience, "fetched an ID token");
-        Ok(IdToken { token, expires_at })
     }
 }
 
-/// The `exp` claim of a JWT (not verified: the token is ours to send, not to trust).
-fn jwt_expiry(token: &str) -> Result<SystemTime, IdTokenError> {
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| IdTokenError::Malformed("no payload part".into()))?;
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| IdTokenError::Malformed("payload is not base64url".into()))?;
-    let claims: serde_json::Value = serde_json::from_slice(&decoded)
-        .map_err(|error| IdTokenError::Malformed(error.to_string()))?;
-    let exp = claims["exp"]
-        .as_u64()
-        .ok_or_else(|| IdTokenError::Malformed("no numeric exp claim".into()))?;
-    Ok(UNIX_EPOCH + Duration::from_secs(exp))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_expiry_comes_from_the_exp_claim() {
-        // {"alg":"RS256"}.{"aud":"x","exp":2000000000}.sig
-        let token = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4IiwiZXhwIjoyMDAwMDAwMDAwfQ.c2ln";
-        let expiry = jwt_expiry(token).unwrap();
-        assert_eq!(expiry, UNIX_EPOCH + Duration::from_secs(2_000_000_000));
-        assert!(jwt_expiry("not-a-jwt").is_err());
-        assert!(jwt_expiry("a.!!!.c").is_err());
-    }
+fn build(audience: &str) -> Result<IDTokenCredentials, IdTokenError> {
+    idtoken::Builder::new(audience)
+        .with_include_email()
+        .build()
+        .map_err(|error| IdTokenError::Credentials(error_chain(&error)))
 }

@@ -10,6 +10,7 @@
 
 pub mod config_file;
 pub mod id_token;
+pub mod server_url;
 pub mod transport;
 pub mod upstream;
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     config_file::{Auth, ServerEntry},
     id_token::IdTokenSource,
+    server_url::ServerUrl,
     upstream::{Upstream, UpstreamError},
 };
 
@@ -56,39 +58,66 @@ pub struct McpHub {
     upstreams: Vec<Arc<Upstream>>,
 }
 
+/// Why the hub cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum HubSetupError {
+    #[error("MCP_CONFIG: the name `{SIDECAR}` is taken by the sidecar")]
+    SidecarNameTaken,
+    #[error("MCP_CONFIG: server `{server}`: {source}")]
+    IdTokens {
+        server: String,
+        source: id_token::IdTokenError,
+    },
+    #[error("HTTP client for the MCP server `{server}`: {source}")]
+    HttpClient {
+        server: String,
+        source: reqwest::Error,
+    },
+}
+
 impl McpHub {
+    /// Sets up every server (no I/O: they connect when supervised or first used). Must run
+    /// inside a Tokio runtime when a server uses Google ID tokens.
     pub fn new(
-        sidecar_url: &str,
+        sidecar_url: ServerUrl,
         servers: Vec<ServerEntry>,
         call_timeout: Duration,
-        http: &reqwest::Client,
-    ) -> Result<Self, String> {
-        let mut upstreams = vec![Arc::new(Upstream::new(
+    ) -> Result<Self, HubSetupError> {
+        let upstream = |name: String, url, headers, id_tokens| {
+            Upstream::new(name.clone(), url, headers, id_tokens, call_timeout)
+                .map(Arc::new)
+                .map_err(|source| HubSetupError::HttpClient {
+                    server: name,
+                    source,
+                })
+        };
+        let mut upstreams = vec![upstream(
             SIDECAR.to_owned(),
-            sidecar_url.to_owned(),
+            sidecar_url,
             Default::default(),
             None,
-            call_timeout,
-        ))];
+        )?];
         for server in servers {
             if server.name == SIDECAR {
-                return Err(format!(
-                    "MCP_CONFIG: the name `{SIDECAR}` is taken by the sidecar"
-                ));
+                return Err(HubSetupError::SidecarNameTaken);
             }
             let id_tokens = match server.auth {
                 Auth::None => None,
                 Auth::GoogleIdToken { audience } => {
-                    Some(IdTokenSource::new(audience, http.clone()))
+                    Some(IdTokenSource::new(audience).map_err(|source| {
+                        HubSetupError::IdTokens {
+                            server: server.name.clone(),
+                            source,
+                        }
+                    })?)
                 }
             };
-            upstreams.push(Arc::new(Upstream::new(
+            upstreams.push(upstream(
                 server.name,
                 server.url,
                 server.headers,
                 id_tokens,
-                call_timeout,
-            )));
+            )?);
         }
         Ok(Self { upstreams })
     }

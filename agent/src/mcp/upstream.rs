@@ -2,9 +2,13 @@
 //!
 //! A connection is an rmcp client that has done `initialize` and listed the server's tools.
 //! It is made on first use, by the supervisor (for the sidecar: at start, with backoff), and
-//! again whenever a call finds the transport gone or an ID token due for refresh. With a
-//! stateful server, rmcp itself re-initializes when the server answers 404 for an expired
-//! session (a restart); with a stateless one, a restarted server simply answers.
+//! again whenever a call finds the transport gone or the ID token changed (the credentials
+//! refreshed it: the connection sends the token it was made with). With a stateful server,
+//! rmcp itself re-initializes when the server answers 404 for an expired session (a restart);
+//! with a stateless one, a restarted server simply answers.
+//!
+//! Each upstream has one HTTP client for its whole life, so reconnects reuse its pool (and a
+//! server's kept-alive connections) instead of building a client, and its TLS set-up, each time.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -23,10 +27,7 @@ use service_core::telemetry::propagation;
 use tokio::sync::{Mutex, RwLock};
 use tracing::Instrument;
 
-use super::{
-    id_token::{IdToken, IdTokenSource},
-    transport::TracingHttpClient,
-};
+use super::{id_token::IdTokenSource, server_url::ServerUrl, transport::TracingHttpClient};
 
 pub type Client = RunningService<rmcp::RoleClient, ClientConfig>;
 
@@ -60,14 +61,24 @@ pub enum UpstreamError {
 struct Connection {
     client: Arc<Client>,
     tools: Vec<Tool>,
-    token: Option<IdToken>,
+    /// The ID token every request of this connection carries.
+    token: Option<String>,
+}
+
+impl Connection {
+    /// Whether this connection can serve a request that must carry `token`.
+    fn serves(&self, token: Option<&str>) -> bool {
+        !self.client.is_transport_closed() && self.token.as_deref() == token
+    }
 }
 
 pub struct Upstream {
     pub name: String,
-    url: String,
+    url: ServerUrl,
     headers: BTreeMap<String, String>,
     id_tokens: Option<IdTokenSource>,
+    /// Built once, shared by every connection this upstream makes.
+    http: TracingHttpClient,
     timeout: Duration,
     connection: RwLock<Option<Connection>>,
     /// Serialises (re)connects so a burst of calls makes one connection, not many.
@@ -85,27 +96,29 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Builds the upstream and its HTTP client; connects only when first used.
     pub fn new(
         name: String,
-        url: String,
+        url: ServerUrl,
         headers: BTreeMap<String, String>,
         id_tokens: Option<IdTokenSource>,
         timeout: Duration,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             name,
             url,
             headers,
             id_tokens,
+            http: TracingHttpClient::new()?,
             timeout,
             connection: RwLock::new(None),
             connecting: Mutex::new(()),
             last_error: RwLock::new(None),
-        }
+        })
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// True while a connection is held and its transport is open.
@@ -160,27 +173,46 @@ impl Upstream {
         self.unavailable(concise)
     }
 
-    /// A live client: the current one, or a new connection.
+    /// A live client carrying the current ID token: the current one, or a new connection.
     async fn client(&self) -> Result<Arc<Client>, UpstreamError> {
+        let token = match self.id_token().await {
+            Ok(token) => token,
+            Err(error) => {
+                *self.last_error.write().await = Some(error.reason());
+                self.disconnect().await;
+                return Err(error);
+            }
+        };
         if let Some(connection) = self.connection.read().await.as_ref()
-            && !connection.client.is_transport_closed()
-            && !connection.token.as_ref().is_some_and(IdToken::refresh_due)
+            && connection.serves(token.as_deref())
         {
             return Ok(connection.client.clone());
         }
-        self.connect().await
+        self.connect(token).await
     }
 
-    /// Makes a new connection (unless another task just did) and lists the tools.
-    pub async fn connect(&self) -> Result<Arc<Client>, UpstreamError> {
+    /// The ID token requests must carry now (none without ID-token auth), bounded by the call
+    /// timeout: the first one is fetched while the caller waits.
+    async fn id_token(&self) -> Result<Option<String>, UpstreamError> {
+        let Some(source) = &self.id_tokens else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.timeout, source.token()).await {
+            Ok(Ok(token)) => Ok(Some(token)),
+            Ok(Err(error)) => Err(self.unavailable(error)),
+            Err(_) => Err(self.unavailable(format!("no ID token within {:?}", self.timeout))),
+        }
+    }
+
+    /// Makes a new connection with `token` (unless another task just did) and lists the tools.
+    async fn connect(&self, token: Option<String>) -> Result<Arc<Client>, UpstreamError> {
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(connection) = self.connection.read().await.as_ref()
-            && !connection.client.is_transport_closed()
-            && !connection.token.as_ref().is_some_and(IdToken::refresh_due)
+            && connection.serves(token.as_deref())
         {
             return Ok(connection.client.clone());
         }
-        let result = tokio::time::timeout(self.timeout, self.open())
+        let result = tokio::time::timeout(self.timeout, self.open(token))
             .await
             .unwrap_or_else(|_| {
                 Err(self.unavailable(format!("no answer within {:?}", self.timeout)))
@@ -204,17 +236,8 @@ impl Upstream {
         }
     }
 
-    async fn open(&self) -> Result<Connection, UpstreamError> {
-        let token = match &self.id_tokens {
-            Some(source) => Some(
-                source
-                    .token()
-                    .await
-                    .map_err(|error| self.unavailable(error))?,
-            ),
-            None => None,
-        };
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
+    async fn open(&self, token: Option<String>) -> Result<Connection, UpstreamError> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str());
         config.reinit_on_expired_session = true;
         for (name, value) in &self.headers {
             let header_name = http::HeaderName::try_from(name.as_str())
@@ -230,22 +253,24 @@ impl Upstream {
             {
                 // The server's own Authorization is taken: Cloud Run also accepts the ID token
                 // in X-Serverless-Authorization, and strips it before the request reaches it.
-                let value = http::HeaderValue::try_from(format!("Bearer {}", token.token))
+                let value = http::HeaderValue::try_from(format!("Bearer {token}"))
                     .map_err(|error| self.unavailable(format!("ID token: {error}")))?;
                 config.custom_headers.insert(
                     http::HeaderName::from_static("x-serverless-authorization"),
                     value,
                 );
             } else {
-                config.auth_header = Some(token.token.clone());
+                config.auth_header = Some(token.clone());
             }
         }
-        let http = TracingHttpClient::new().map_err(|error| self.unavailable(error))?;
         let client = ClientConfig::new(
             Default::default(),
             Implementation::new("agent", env!("CARGO_PKG_VERSION")),
         )
-        .serve(StreamableHttpClientTransport::with_client(http, config))
+        .serve(StreamableHttpClientTransport::with_client(
+            self.http.clone(),
+            config,
+        ))
         .await
         .map_err(|error| self.unavailable_because(&error))?;
         let tools = client

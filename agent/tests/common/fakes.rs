@@ -7,7 +7,7 @@
 //!   deployed as its own Cloud Run service, recording the credentials each request carried;
 //! - [`FakeModel`]: Vertex AI's `generateContent` and an OpenAI-compatible
 //!   `/chat/completions`, scripted to ask for a tool call and then answer, to never stop
-//!   asking, or to reply with something malformed.
+//!   asking, to first get the arguments wrong, or to reply with something malformed.
 
 use std::{
     collections::HashMap,
@@ -142,15 +142,22 @@ async fn access_token(headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// Decodes the `sub` of a JWT the fake metadata server issued (`token-N`).
-pub fn token_subject(authorization: &str) -> String {
+/// Decodes the claims of a JWT the fake metadata server issued (`Bearer ` optional).
+pub fn token_claims(authorization: &str) -> Value {
     let token = authorization.trim_start_matches("Bearer ");
     let payload = token.split('.').nth(1).unwrap_or_default();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .unwrap_or_default();
-    let claims: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    claims["sub"].as_str().unwrap_or_default().to_owned()
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
+/// The `sub` of a JWT the fake metadata server issued (`token-N`).
+pub fn token_subject(authorization: &str) -> String {
+    token_claims(authorization)["sub"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What one MCP request to the remote server carried.
@@ -170,7 +177,8 @@ pub struct RemoteMcp {
 
 impl RemoteMcp {
     /// Tools: `echo` (the same name as the sidecar's), `whoami` (returns the Authorization it
-    /// got) and `slow` (answers after 3 s).
+    /// got) and `slow` (answers after 3 s); called as a sidecar, `start_render` answers
+    /// without a `job_id`.
     pub async fn start() -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
@@ -235,6 +243,8 @@ async fn remote_mcp(
             let structured = match message["params"]["name"].as_str() {
                 Some("echo") => json!({"text": arguments["text"], "via": "remote"}),
                 Some("whoami") => json!({"authorization": authorization}),
+                // A sidecar of another version: its start_render answer lacks the job id.
+                Some("start_render") => json!({"state": "queued"}),
                 Some("slow") => {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     json!({"slept": 3})
@@ -265,6 +275,9 @@ pub enum Script {
     AddThenAnswer,
     /// Ask for `add` every time.
     NeverAnswer,
+    /// Ask for `add` with `[2, 3]` as arguments (not an object), then, once a tool result came
+    /// back, with `{a: 2, b: 3}`; then answer with the sum.
+    ArrayArgumentsFirst,
     /// Reply with no candidates / choices.
     Malformed,
 }
@@ -334,22 +347,28 @@ async fn vertex_generate(
     Json(body): Json<Value>,
 ) -> Json<Value> {
     let script = record_model_request(&script, &requests, &headers, &body);
-    // The function response, if this request carries one.
-    let answered = body["contents"]
+    // The function responses this request carries, in order.
+    let answered: Vec<Value> = body["contents"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|content| content["parts"].as_array().cloned().unwrap_or_default())
-        .find_map(|part| part.get("functionResponse").cloned());
-    let call = json!({"candidates": [{"content": {"role": "model", "parts": [
-        {"functionCall": {"name": "add", "args": {"a": 2, "b": 3}}}]}, "finishReason": "STOP"}]});
-    Json(match (script, answered) {
+        .filter_map(|part| part.get("functionResponse").cloned())
+        .collect();
+    let call = |args: Value| {
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "add", "args": args}}]}, "finishReason": "STOP"}]})
+    };
+    let answer = |response: &Value| {
+        json!({"candidates": [{"content": {"role": "model",
+        "parts": [{"text": format!("2 + 3 = {}", response["response"]["sum"])}]}, "finishReason": "STOP"}]})
+    };
+    Json(match (script, answered.as_slice()) {
         (Script::Malformed, _) => json!({"candidates": []}),
-        (Script::NeverAnswer, _) | (Script::AddThenAnswer, None) => call,
-        (Script::AddThenAnswer, Some(response)) => {
-            json!({"candidates": [{"content": {"role": "model",
-            "parts": [{"text": format!("2 + 3 = {}", response["response"]["sum"])}]}, "finishReason": "STOP"}]})
-        }
+        (Script::NeverAnswer, _) | (Script::AddThenAnswer, []) => call(json!({"a": 2, "b": 3})),
+        (Script::ArrayArgumentsFirst, []) => call(json!([2, 3])),
+        (Script::ArrayArgumentsFirst, [_]) => call(json!({"a": 2, "b": 3})),
+        (_, [.., last]) => answer(last),
     })
 }
 
@@ -359,24 +378,33 @@ async fn openai_completions(
     Json(body): Json<Value>,
 ) -> Json<Value> {
     let script = record_model_request(&script, &requests, &headers, &body);
-    let answered = body["messages"]
+    // The tool results this request carries, in order.
+    let answered: Vec<Value> = body["messages"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|message| message["role"] == "tool")
-        .cloned();
-    let call = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        .filter(|message| message["role"] == "tool")
+        .cloned()
+        .collect();
+    let call = |id: &str, arguments: &str| {
+        json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
         "role": "assistant", "content": null,
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}}]}}]});
-    Json(match (script, answered) {
+        "tool_calls": [{"id": id, "type": "function",
+                        "function": {"name": "add", "arguments": arguments}}]}}]})
+    };
+    let answer = |tool: &Value| {
+        let result: Value =
+            serde_json::from_str(tool["content"].as_str().unwrap_or("{}")).unwrap_or_default();
+        json!({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": format!("2 + 3 = {}", result["sum"])}}]})
+    };
+    Json(match (script, answered.as_slice()) {
         (Script::Malformed, _) => json!({"choices": []}),
-        (Script::NeverAnswer, _) | (Script::AddThenAnswer, None) => call,
-        (Script::AddThenAnswer, Some(tool)) => {
-            let result: Value =
-                serde_json::from_str(tool["content"].as_str().unwrap_or("{}")).unwrap_or_default();
-            json!({"choices": [{"index": 0, "finish_reason": "stop", "message": {
-                "role": "assistant", "content": format!("2 + 3 = {}", result["sum"])}}]})
+        (Script::NeverAnswer, _) | (Script::AddThenAnswer, []) => {
+            call("call_1", r#"{"a": 2, "b": 3}"#)
         }
+        (Script::ArrayArgumentsFirst, []) => call("call_1", "[2, 3]"),
+        (Script::ArrayArgumentsFirst, [_]) => call("call_2", r#"{"a": 2, "b": 3}"#),
+        (_, [.., last]) => answer(last),
     })
 }

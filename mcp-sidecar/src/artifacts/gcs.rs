@@ -1,9 +1,9 @@
 //! The `gcs` artifact store: objects in a Cloud Storage bucket through the official
 //! `google-cloud-storage` client, handed out as V4 signed GET URLs.
 //!
-//! - Objects are named `renders/{job_id}.{ext}` and uploaded with `ifGenerationMatch=0`
-//!   (create only if absent), so a retried job never makes a second object or overwrites one:
-//!   a 412 answer means an earlier attempt of the same job already stored it.
+//! - Objects are named `renders/{job_id}.{png|svg}` ([`object_name`]) and uploaded with
+//!   `ifGenerationMatch=0` (create only if absent), so a retried job never makes a second object
+//!   or overwrites one: a 412 answer means an earlier attempt of the same job already stored it.
 //! - Uploads retry transient failures (408, 429, 5xx, I/O) with exponential backoff, bounded
 //!   in attempts and time, then fail with the last error.
 //! - URLs are signed by `google-cloud-auth`'s signer from Application Default Credentials: a
@@ -23,8 +23,16 @@ use google_cloud_storage::{
     builder::storage::SignedUrlBuilder, client::Storage, retry_policy::RetryableErrors,
 };
 
-use super::{ArtifactError, Placed, SignedUrl};
+use super::{ArtifactError, Placed, SignedUrl, file_name};
 use crate::{jobs::model::JobId, render::spec::OutputKind};
+
+/// The folder of the bucket every artifact goes in.
+const OBJECT_FOLDER: &str = "renders/";
+
+/// The object a job's artifact of type `kind` is stored as: `renders/{job_id}.{png|svg}`.
+pub fn object_name(job: &JobId, kind: OutputKind) -> String {
+    format!("{OBJECT_FOLDER}{}", file_name(job, kind))
+}
 
 /// How the GCS store is set up.
 #[derive(Debug, Clone)]
@@ -63,7 +71,7 @@ impl GcsStore {
             .with_initial_delay(Duration::from_millis(200))
             .with_maximum_delay(Duration::from_secs(2))
             .build()
-            .map_err(|error| ArtifactError::Permanent(format!("backoff policy: {error}")))?;
+            .map_err(|error| ArtifactError::new(format!("backoff policy: {error}")))?;
         let mut builder = Storage::builder()
             .with_retry_policy(
                 RetryableErrors
@@ -77,12 +85,12 @@ impl GcsStore {
             );
         }
         let client = builder.build().await.map_err(|error| {
-            ArtifactError::Permanent(format!("cannot build the Cloud Storage client: {error}"))
+            ArtifactError::new(format!("cannot build the Cloud Storage client: {error}"))
         })?;
         let signer = google_cloud_auth::credentials::Builder::default()
             .build_signer()
             .map_err(|error| {
-                ArtifactError::Permanent(format!(
+                ArtifactError::new(format!(
                     "cannot build a URL signer from Application Default Credentials \
                      (set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run \
                      with a service account that may sign for itself): {error}"
@@ -100,10 +108,6 @@ impl GcsStore {
         format!("projects/_/buckets/{}", self.bucket)
     }
 
-    pub fn object_name(job: &JobId, kind: OutputKind) -> String {
-        format!("renders/{job}.{}", kind.extension())
-    }
-
     #[tracing::instrument(name = "gcs.upload", skip_all, fields(job_id = %job, bucket = %self.bucket), err)]
     pub async fn put(
         &self,
@@ -111,7 +115,7 @@ impl GcsStore {
         kind: OutputKind,
         bytes: bytes::Bytes,
     ) -> Result<Placed, ArtifactError> {
-        let name = Self::object_name(job, kind);
+        let name = object_name(job, kind);
         let uploaded = self
             .client
             .write_object(self.bucket_path(), &name, bytes)
@@ -128,7 +132,7 @@ impl GcsStore {
                     .http_status_code()
                     .map(|code| format!(" (HTTP {code})"))
                     .unwrap_or_default();
-                Err(ArtifactError::Retryable(format!(
+                Err(ArtifactError::new(format!(
                     "uploading gs://{}/{name} failed{status}: {error}",
                     self.bucket
                 )))
@@ -142,16 +146,15 @@ impl GcsStore {
         kind: OutputKind,
         ttl: Duration,
     ) -> Result<SignedUrl, ArtifactError> {
-        let mut builder =
-            SignedUrlBuilder::for_object(self.bucket_path(), Self::object_name(job, kind))
-                .with_method(google_cloud_storage::http::Method::GET)
-                .with_expiration(ttl);
+        let mut builder = SignedUrlBuilder::for_object(self.bucket_path(), object_name(job, kind))
+            .with_method(google_cloud_storage::http::Method::GET)
+            .with_expiration(ttl);
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
         let expires_at = SystemTime::now() + ttl;
         let url = builder.sign_with(&self.signer).await.map_err(|error| {
-            ArtifactError::Retryable(format!("signing the download URL failed: {error}"))
+            ArtifactError::new(format!("signing the download URL failed: {error}"))
         })?;
         Ok(SignedUrl { url, expires_at })
     }

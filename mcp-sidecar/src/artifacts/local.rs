@@ -15,10 +15,17 @@ use std::{
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{ArtifactError, Placed, SignedUrl};
-use crate::{jobs::model::JobId, jobs::store::hex, render::spec::OutputKind};
+use super::{ArtifactError, Placed, SignedUrl, file_name};
+use crate::{
+    digest::{decode_hex, hex},
+    jobs::model::JobId,
+    render::spec::OutputKind,
+};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a URL signature: an HMAC-SHA256 in hex.
+const SIGNATURE_HEX_LEN: usize = 64;
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -36,6 +43,13 @@ impl std::fmt::Debug for LocalStore {
     }
 }
 
+/// The file a valid `/files` request downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFile {
+    pub path: PathBuf,
+    pub kind: OutputKind,
+}
+
 /// Why a `/files` request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -50,7 +64,7 @@ impl LocalStore {
     /// `public_base_url`, signed with `key`.
     pub fn new(dir: PathBuf, public_base_url: &str, key: Vec<u8>) -> Result<Self, ArtifactError> {
         std::fs::create_dir_all(&dir).map_err(|error| {
-            ArtifactError::Permanent(format!(
+            ArtifactError::new(format!(
                 "cannot create ARTIFACT_DIR {}: {error}",
                 dir.display()
             ))
@@ -63,7 +77,7 @@ impl LocalStore {
     }
 
     fn path(&self, job: &JobId, kind: OutputKind) -> PathBuf {
-        self.dir.join(format!("{job}.{}", kind.extension()))
+        self.dir.join(file_name(job, kind))
     }
 
     /// Writes the artifact unless it already exists (a retried job never makes a second one).
@@ -82,7 +96,7 @@ impl LocalStore {
             kind.extension()
         ));
         let io = |error: std::io::Error| {
-            ArtifactError::Retryable(format!("writing {}: {error}", target.display()))
+            ArtifactError::new(format!("writing {}: {error}", target.display()))
         };
         let mut file = std::fs::File::create_new(&temporary).map_err(io)?;
         let written = file.write_all(bytes).and_then(|()| file.sync_all());
@@ -126,19 +140,22 @@ impl LocalStore {
         }
     }
 
-    /// Checks a `/files` request and returns the file to send and its kind.
+    /// Checks a `/files` request and returns the file to send.
     pub fn authorize(
         &self,
         job: &str,
         expires: Option<&str>,
         signature: Option<&str>,
-    ) -> Result<(PathBuf, OutputKind), Refusal> {
+    ) -> Result<ArtifactFile, Refusal> {
         // Anything that is not a job id cannot name a file here.
         let job: JobId = job.parse().map_err(|_| Refusal::NotFound)?;
         let (Some(expires), Some(signature)) = (expires, signature) else {
             return Err(Refusal::Forbidden);
         };
         let expires: u64 = expires.parse().map_err(|_| Refusal::Forbidden)?;
+        if signature.len() != SIGNATURE_HEX_LEN {
+            return Err(Refusal::Forbidden);
+        }
         let signature = decode_hex(signature).ok_or(Refusal::Forbidden)?;
         self.signature(job.as_str(), expires)
             .verify_slice(&signature)
@@ -152,24 +169,17 @@ impl LocalStore {
         }
         [OutputKind::Png, OutputKind::Svg]
             .into_iter()
-            .map(|kind| (self.path(&job, kind), kind))
-            .find(|(path, _)| path.is_file())
+            .map(|kind| ArtifactFile {
+                path: self.path(&job, kind),
+                kind,
+            })
+            .find(|file| file.path.is_file())
             .ok_or(Refusal::NotFound)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 128 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -220,12 +230,15 @@ mod tests {
         let url = store.signed_url(&job, Duration::from_secs(60)).url;
         assert!(url.starts_with(&format!("http://127.0.0.1:3000/files/{job}?")));
         let (id, expires, signature) = query(&url);
-        let (path, kind) = store
+        let file = store
             .authorize(&id, Some(&expires), Some(&signature))
             .unwrap();
         assert_eq!(
-            (path, kind),
-            (dir.join(format!("{job}.png")), OutputKind::Png)
+            file,
+            ArtifactFile {
+                path: dir.join(format!("{job}.png")),
+                kind: OutputKind::Png
+            }
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

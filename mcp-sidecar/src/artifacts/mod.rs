@@ -1,5 +1,10 @@
 //! Where finished renders go, behind one interface: `local` files served by the sidecar, or a
 //! `gcs` bucket. Both create an artifact at most once per job and hand out expiring URLs.
+//!
+//! A job's artifact is named after the job and its type, `{job_id}.{png|svg}` ([`file_name`]):
+//! the local store keeps it under that name in its directory, the gcs store as
+//! `renders/{job_id}.{png|svg}` in its bucket. [`ArtifactStore::key`] is the name recorded with
+//! the job; its extension gives the type back when a download URL is signed.
 
 pub mod gcs;
 pub mod local;
@@ -19,14 +24,29 @@ pub enum Placed {
     AlreadyExisted,
 }
 
+/// Why an artifact-store operation failed; the message says what failed and where.
+///
+/// Nothing retries on the strength of this error: the gcs client retries transient failures
+/// itself (bounded), and a job whose upload still fails ends failed with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArtifactError {
-    /// Worth trying again later (network, 5xx, 429, I/O).
-    #[error("{0}")]
-    Retryable(String),
-    /// Configuration or input problem that retrying will not fix.
-    #[error("{0}")]
-    Permanent(String),
+#[error("{0}")]
+pub struct ArtifactError(String);
+
+impl ArtifactError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// The name of a job's artifact of type `kind`: `{job_id}.{png|svg}`.
+pub fn file_name(job: &JobId, kind: OutputKind) -> String {
+    format!("{job}.{}", kind.extension())
+}
+
+/// The type of the artifact a recorded name (either store's) names, from its extension.
+fn kind_of(key: &str) -> Option<OutputKind> {
+    key.rsplit_once('.')
+        .and_then(|(_, extension)| OutputKind::from_extension(extension))
 }
 
 /// A download URL and when it stops working.
@@ -46,8 +66,8 @@ impl ArtifactStore {
     /// The name the store gives a job's artifact (recorded with the job).
     pub fn key(&self, job: &JobId, kind: OutputKind) -> String {
         match self {
-            Self::Local(_) => format!("{job}.{}", kind.extension()),
-            Self::Gcs(_) => gcs::GcsStore::object_name(job, kind),
+            Self::Local(_) => file_name(job, kind),
+            Self::Gcs(_) => gcs::object_name(job, kind),
         }
     }
 
@@ -64,7 +84,7 @@ impl ArtifactStore {
                 let job = job.clone();
                 tokio::task::spawn_blocking(move || store.put(&job, kind, &bytes))
                     .await
-                    .map_err(|error| ArtifactError::Retryable(format!("write task: {error}")))?
+                    .map_err(|error| ArtifactError::new(format!("write task: {error}")))?
             }
             Self::Gcs(store) => store.put(job, kind, bytes).await,
         }
@@ -77,14 +97,9 @@ impl ArtifactStore {
         record: &ArtifactRecord,
         ttl: Duration,
     ) -> Result<SignedUrl, ArtifactError> {
-        let kind = record
-            .key
-            .rsplit('.')
-            .next()
-            .and_then(OutputKind::from_extension)
-            .ok_or_else(|| {
-                ArtifactError::Permanent(format!("artifact `{}` has no known type", record.key))
-            })?;
+        let kind = kind_of(&record.key).ok_or_else(|| {
+            ArtifactError::new(format!("artifact `{}` has no known type", record.key))
+        })?;
         match self {
             Self::Local(store) => Ok(store.signed_url(job, ttl)),
             Self::Gcs(store) => store.signed_url(job, kind, ttl).await,

@@ -21,7 +21,12 @@
 //!   write by that worker quotes its attempt number. A superseded worker (one whose lease
 //!   expired while it was merely slow) can therefore never overwrite a newer attempt, and
 //!   terminal states, once written, are never written again.
-//! - **Bounded attempts**: a delivery beyond `max_attempts` fails the job, keeping the last error.
+//! - **Bounded attempts**: a delivery beyond `max_attempts` fails the job, keeping the last error
+//!   (`gave up after N attempts; last error: …`). The attempt it gave up on, if its worker is
+//!   merely slow, learns at its next write that it lost the job.
+//! - **Cancellation** ends a queued or running job at once, failed with error [`CANCELLED`]; a
+//!   running attempt learns it at its next renewal. The scripts tell a cancel from any other
+//!   end by that error, so a worker is told "cancelled" only when someone cancelled the job.
 //! - **Expiry**: finished records expire after the configured TTL; their queue entries are
 //!   deleted when they finish, so the stream only holds live work (`XLEN` = queue depth).
 //! - **Bounded queue**: `enqueue` refuses a new job while `max_queued` entries are queued or
@@ -36,16 +41,16 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
 };
-use sha2::{Digest, Sha256};
 
-use super::model::{ArtifactRecord, JobId, JobResult, JobState, JobStatus};
+use super::model::{ArtifactRecord, CANCELLED, JobId, JobResult, JobState, JobStatus};
+use crate::digest::sha256_hex;
 
 /// How many job ids the recent list keeps.
 pub const RECENT_CAP: usize = 10_000;
 /// How far back `list_renders` looks (most recent ids) to find jobs in a given state.
-pub const LIST_SCAN: usize = 1_000;
+const LIST_SCAN: usize = 1_000;
 /// The consumer group all sidecars' workers share.
-pub const GROUP: &str = "render-workers";
+const GROUP: &str = "render-workers";
 
 /// Why a job-store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +99,8 @@ pub struct StoreSettings {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: JobId,
-    pub entry: String,
+    /// The queue entry it was delivered by.
+    pub entry_id: String,
     pub attempt: u32,
     pub spec_json: String,
     /// W3C trace context captured when the job was started ("" when none).
@@ -106,10 +112,44 @@ pub struct ClaimedJob {
 pub enum Ownership {
     /// The attempt still owns the job: carry on.
     Owned,
-    /// The job was cancelled.
+    /// The job was cancelled: stop.
     Cancelled,
-    /// The job moved on without this attempt (newer attempt, or finished/expired): stop.
+    /// The job moved on without this attempt (a newer attempt, or it ended some other way,
+    /// e.g. another worker gave up on it after its last attempt, or it expired): stop.
     Lost,
+}
+
+/// A progress report: the stage now running (1-based) and the message saying so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    pub stage: u32,
+    /// E.g. `"[2/4] rasterizing"`.
+    pub message: &'a str,
+}
+
+/// An entry of the queue as a worker receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The stream entry's id, which the job record names while the entry is live.
+    pub entry_id: String,
+    /// The job the entry is for, as written in the entry (not yet checked to be a job id).
+    pub job: String,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: JobId,
+    /// `false` when the idempotency key named a job that already existed (`id` is that job).
+    pub created: bool,
+}
+
+/// A job's result as stored: what `get_render_result` answers, less the download URL, and
+/// where the artifact is once the job has succeeded (what the URL is signed for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub result: JobResult,
+    pub artifact: Option<ArtifactRecord>,
 }
 
 /// What came of a delivered queue entry.
@@ -126,11 +166,12 @@ pub enum Delivery {
 /// How recording a finished attempt went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
+    /// The outcome is the job's.
     Done,
-    /// The attempt no longer owned the job; `state` is what the job is now.
-    Rejected {
-        cancelled: bool,
-    },
+    /// Not recorded: the job was cancelled while the attempt ran.
+    Cancelled,
+    /// Not recorded: the job moved on without this attempt (see [`Ownership::Lost`]).
+    Lost,
 }
 
 struct Scripts {
@@ -281,12 +322,12 @@ impl JobStore {
         total_stages: u32,
         idempotency_key: Option<&str>,
         trace_context: &str,
-    ) -> Result<(JobId, bool), StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         let id = JobId::generate();
-        let spec_digest = hex(&Sha256::digest(spec_json.as_bytes()));
+        let spec_digest = sha256_hex(spec_json.as_bytes());
         let idem_key = self.key(&format!(
             "idem:{}",
-            hex(&Sha256::digest(idempotency_key.unwrap_or("").as_bytes()))
+            sha256_hex(idempotency_key.unwrap_or("").as_bytes())
         ));
         let mut invocation = self.scripts.enqueue.prepare_invoke();
         invocation
@@ -306,8 +347,11 @@ impl JobStore {
             .arg(self.settings.max_queued);
         let (outcome, job): (String, String) = self.invoke(invocation).await?;
         match outcome.as_str() {
-            "created" => Ok((id, true)),
-            "existing" => Ok((parse_stored_id(&job)?, false)),
+            "created" => Ok(Enqueued { id, created: true }),
+            "existing" => Ok(Enqueued {
+                id: parse_stored_id(&job)?,
+                created: false,
+            }),
             "conflict" => Err(StoreError::IdempotencyConflict(job)),
             "full" => Err(StoreError::QueueFull(job.parse().unwrap_or_default())),
             other => Err(StoreError::Corrupt(format!("enqueue answered `{other}`"))),
@@ -332,10 +376,7 @@ impl JobStore {
     }
 
     /// The job's state and, once it succeeded, where its artifact is: one `HMGET`.
-    pub async fn artifact(
-        &self,
-        id: &JobId,
-    ) -> Result<(JobResult, Option<ArtifactRecord>), StoreError> {
+    pub async fn artifact(&self, id: &JobId) -> Result<StoredResult, StoreError> {
         let mut connection = self.connection.clone();
         let key = self.job_key(id);
         let fields: Vec<Option<String>> = self
@@ -357,7 +398,7 @@ impl JobStore {
             .await?;
         let state = parse_state(id, fields.first().cloned().flatten())?;
         let mut result = JobResult {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             ready: false,
             state,
             url: None,
@@ -367,7 +408,7 @@ impl JobStore {
             sha256: None,
             error: fields.get(1).cloned().flatten(),
         };
-        let record = match (state, &fields[2..]) {
+        let artifact = match (state, &fields[2..]) {
             (JobState::Succeeded, [Some(key), Some(content_type), Some(bytes), Some(sha256)]) => {
                 let bytes = bytes
                     .parse()
@@ -390,7 +431,7 @@ impl JobStore {
             }
             _ => None,
         };
-        Ok((result, record))
+        Ok(StoredResult { result, artifact })
     }
 
     /// Cancels a queued or running job; returns its status afterwards.
@@ -401,7 +442,8 @@ impl JobStore {
             .key(self.queue_key())
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg(GROUP);
+            .arg(GROUP)
+            .arg(CANCELLED);
         let outcome: String = self.invoke(invocation).await?;
         if outcome == "missing" {
             return Err(StoreError::NotFound(id.clone()));
@@ -490,7 +532,7 @@ impl JobStore {
         &self,
         connection: &mut ConnectionManager,
         worker: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<QueueEntry>, StoreError> {
         let reply: Result<StreamAutoClaimReply, _> = connection
             .xautoclaim_options(
                 self.queue_key(),
@@ -540,7 +582,7 @@ impl JobStore {
         connection: &mut ConnectionManager,
         worker: &str,
         block: Duration,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<QueueEntry>, StoreError> {
         let options = StreamReadOptions::default()
             .group(GROUP, worker)
             .count(1)
@@ -561,11 +603,11 @@ impl JobStore {
     /// Decides whether a delivered entry runs, and marks it running under a new attempt.
     pub async fn start(
         &self,
-        entry: &str,
-        job: &str,
+        delivered: &QueueEntry,
         worker: &str,
     ) -> Result<Delivery, StoreError> {
-        let Ok(id) = job.parse::<JobId>() else {
+        let entry = delivered.entry_id.as_str();
+        let Ok(id) = delivered.job.parse::<JobId>() else {
             // Not something this code enqueued: remove it rather than retry it forever.
             let mut connection = self.connection.clone();
             let _: () = redis::pipe()
@@ -589,7 +631,7 @@ impl JobStore {
         match reply.as_slice() {
             [outcome, attempt, spec, trace] if outcome == "run" => Ok(Delivery::Run(ClaimedJob {
                 id,
-                entry: entry.to_owned(),
+                entry_id: entry.to_owned(),
                 attempt: attempt
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("attempt `{attempt}`")))?,
@@ -610,10 +652,10 @@ impl JobStore {
         &self,
         job: &ClaimedJob,
         worker: &str,
-        stage: Option<(u32, &str)>,
+        progress: Option<Progress<'_>>,
     ) -> Result<Ownership, StoreError> {
-        let (stage, message) = match stage {
-            Some((stage, message)) => (stage.to_string(), message),
+        let (stage, message) = match progress {
+            Some(Progress { stage, message }) => (stage.to_string(), message),
             None => (String::new(), ""),
         };
         let mut invocation = self.scripts.renew.prepare_invoke();
@@ -626,11 +668,12 @@ impl JobStore {
             .arg(now_ms())
             .arg(GROUP)
             .arg(worker)
-            .arg(&job.entry);
+            .arg(&job.entry_id)
+            .arg(CANCELLED);
         let outcome: String = self.invoke(invocation).await?;
         Ok(match outcome.as_str() {
             "running" => Ownership::Owned,
-            "failed" => Ownership::Cancelled,
+            "cancelled" => Ownership::Cancelled,
             _ => Ownership::Lost,
         })
     }
@@ -665,13 +708,14 @@ impl JobStore {
             .key(self.job_key(&job.id))
             .key(self.queue_key())
             .arg(job.attempt)
-            .arg(&job.entry)
+            .arg(&job.entry_id)
             .arg(GROUP)
             .arg(now_ms())
             .arg(self.ttl_ms())
             .arg(outcome)
             .arg(message)
-            .arg(error);
+            .arg(error)
+            .arg(CANCELLED);
         if let Some(artifact) = artifact {
             invocation
                 .arg(&artifact.key)
@@ -681,8 +725,8 @@ impl JobStore {
         }
         Ok(match self.invoke::<String>(invocation).await?.as_str() {
             "done" => Recorded::Done,
-            "failed" => Recorded::Rejected { cancelled: true },
-            _ => Recorded::Rejected { cancelled: false },
+            "cancelled" => Recorded::Cancelled,
+            _ => Recorded::Lost,
         })
     }
 
@@ -703,7 +747,7 @@ impl JobStore {
             .key(self.job_key(&job.id))
             .key(self.queue_key())
             .arg(job.attempt)
-            .arg(&job.entry)
+            .arg(&job.entry_id)
             .arg(GROUP)
             .arg(now_ms())
             .arg(job.id.as_str());
@@ -712,13 +756,16 @@ impl JobStore {
     }
 }
 
-fn entry_job(entry: redis::streams::StreamId) -> Option<(String, String)> {
+fn entry_job(entry: redis::streams::StreamId) -> Option<QueueEntry> {
     let job = match entry.map.get("job")? {
         redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
         redis::Value::SimpleString(text) => text.clone(),
         _ => return None,
     };
-    Some((entry.id, job))
+    Some(QueueEntry {
+        entry_id: entry.id,
+        job,
+    })
 }
 
 fn parse_stored_id(text: &str) -> Result<JobId, StoreError> {
@@ -741,21 +788,11 @@ fn status_from_fields(id: &JobId, fields: &[Option<String>]) -> Result<JobStatus
             .map_err(|_| StoreError::Corrupt(format!("job {id}: field {index} `{text}`")))
     };
     Ok(JobStatus {
-        job_id: id.to_string(),
+        job_id: id.clone(),
         state,
         stage: number(1)?,
         total_stages: number(2)?,
         message: fields.get(3).cloned().flatten().unwrap_or_default(),
         error: fields.get(4).cloned().flatten(),
     })
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
 }

@@ -16,7 +16,6 @@ use std::{sync::Arc, time::Duration};
 
 use opentelemetry::KeyValue;
 use service_core::telemetry::propagation;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,10 +24,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     model::ArtifactRecord,
-    store::{ClaimedJob, Delivery, JobStore, Ownership, Recorded, StoreError, hex},
+    store::{ClaimedJob, Delivery, JobStore, Ownership, Progress, Recorded, StoreError},
 };
 use crate::{
     artifacts::ArtifactStore,
+    digest::sha256_hex,
     render::{
         Renderer, Work,
         spec::{RenderSpec, Stage},
@@ -103,7 +103,8 @@ pub enum Outcome {
     Failed(String),
     /// The job was cancelled while running; its result was discarded.
     Cancelled,
-    /// Another attempt took the job over; this one stopped.
+    /// The job moved on without this attempt (another worker took it over, or gave up on it
+    /// after its last attempt); this one stopped and its result was discarded.
     Superseded,
     /// Shutdown: the job went back to the queue.
     HandedBack,
@@ -135,6 +136,12 @@ impl Outcome {
     }
 }
 
+/// What a job's pipeline produced: the stored artifact, after how many stages.
+struct Rendered {
+    artifact: ArtifactRecord,
+    total_stages: usize,
+}
+
 /// Why a job's pipeline stopped short.
 enum Stop {
     Failed(String),
@@ -162,10 +169,6 @@ impl RenderWorker {
             connection,
             shutdown,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Runs until shutdown. Store outages are logged and retried with a growing pause.
@@ -206,13 +209,13 @@ impl RenderWorker {
             } => delivered?,
             () = self.shutdown.cancelled() => return Ok(Outcome::Idle),
         };
-        let Some(((entry, job), reclaimed)) = delivered else {
+        let Some((entry, reclaimed)) = delivered else {
             return Ok(Outcome::Idle);
         };
         if reclaimed {
             METRICS.jobs_reclaimed.add(1, &[]);
         }
-        match store.start(&entry, &job, &self.name).await? {
+        match store.start(&entry, &self.name).await? {
             Delivery::Skipped => Ok(Outcome::Skipped),
             Delivery::Exhausted { id, error } => {
                 tracing::warn!(job_id = %id, %error, "render job failed: out of attempts");
@@ -258,22 +261,25 @@ impl RenderWorker {
             }
         };
         match outcome {
-            Ok((record, total)) => match self
+            Ok(Rendered {
+                artifact,
+                total_stages: total,
+            }) => match self
                 .context
                 .store
-                .succeed(&job, &format!("[{total}/{total}] done"), &record)
+                .succeed(&job, &format!("[{total}/{total}] done"), &artifact)
                 .await
             {
                 Ok(Recorded::Done) => {
-                    tracing::info!(bytes = record.bytes, "render job succeeded");
+                    tracing::info!(bytes = artifact.bytes, "render job succeeded");
                     METRICS.artifact_size.record(
-                        record.bytes,
-                        &[KeyValue::new("content_type", record.content_type.clone())],
+                        artifact.bytes,
+                        &[KeyValue::new("content_type", artifact.content_type.clone())],
                     );
                     Outcome::Succeeded
                 }
-                Ok(Recorded::Rejected { cancelled: true }) => Outcome::Cancelled,
-                Ok(Recorded::Rejected { cancelled: false }) => Outcome::Superseded,
+                Ok(Recorded::Cancelled) => Outcome::Cancelled,
+                Ok(Recorded::Lost) => Outcome::Superseded,
                 Err(error) => Outcome::Interrupted(error.to_string()),
             },
             Err(Stop::Failed(error)) => match self.context.store.fail(&job, &error).await {
@@ -281,8 +287,8 @@ impl RenderWorker {
                     tracing::info!(%error, "render job failed");
                     Outcome::Failed(error)
                 }
-                Ok(Recorded::Rejected { cancelled: true }) => Outcome::Cancelled,
-                Ok(Recorded::Rejected { cancelled: false }) => Outcome::Superseded,
+                Ok(Recorded::Cancelled) => Outcome::Cancelled,
+                Ok(Recorded::Lost) => Outcome::Superseded,
                 Err(store_error) => Outcome::Interrupted(store_error.to_string()),
             },
             Err(Stop::Cancelled) => {
@@ -298,7 +304,7 @@ impl RenderWorker {
     }
 
     /// Runs every stage, reporting progress before each and renewing the lease meanwhile.
-    async fn run_pipeline(&self, job: &ClaimedJob) -> Result<(ArtifactRecord, usize), Stop> {
+    async fn run_pipeline(&self, job: &ClaimedJob) -> Result<Rendered, Stop> {
         let value: serde_json::Value = serde_json::from_str(&job.spec_json)
             .map_err(|error| Stop::Failed(format!("stored spec is not JSON: {error}")))?;
         let spec = RenderSpec::from_json(value).map_err(|error| Stop::Failed(error.to_string()))?;
@@ -310,11 +316,14 @@ impl RenderWorker {
 
         for (index, stage) in stages.iter().enumerate() {
             let message = format!("[{}/{total}] {}", index + 1, stage.name());
-            let stage_number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            let progress = Progress {
+                stage: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                message: &message,
+            };
             self.check(
                 self.context
                     .store
-                    .renew(job, &self.name, Some((stage_number, &message)))
+                    .renew(job, &self.name, Some(progress))
                     .await?,
             )?;
 
@@ -323,11 +332,11 @@ impl RenderWorker {
                     return Err(Stop::Failed("internal error: nothing to upload".into()));
                 };
                 let bytes = bytes::Bytes::from(bytes);
-                let record = ArtifactRecord {
+                let artifact = ArtifactRecord {
                     key: self.context.artifacts.key(&job.id, output),
                     content_type: output.content_type().to_owned(),
                     bytes: bytes.len() as u64,
-                    sha256: hex(&Sha256::digest(&bytes)),
+                    sha256: sha256_hex(&bytes),
                 };
                 let upload = self
                     .context
@@ -337,7 +346,10 @@ impl RenderWorker {
                 self.while_renewing(job, upload)
                     .await?
                     .map_err(|error| Stop::Failed(format!("upload failed: {error}")))?;
-                return Ok((record, total));
+                return Ok(Rendered {
+                    artifact,
+                    total_stages: total,
+                });
             }
 
             let renderer = self.context.renderer.clone();

@@ -1,9 +1,13 @@
-//! Rendering: charts become SVG, SVG becomes pixels, pixels become PNG.
+//! Rendering, the CPU stages of a render job: charts become SVG, SVG becomes pixels, pixels
+//! become PNG. [`Renderer::advance`] runs one stage on the [`Work`] the stage before produced;
+//! which stages a spec goes through is [`spec::RenderSpec::stages`]. The last stage, the upload,
+//! is the worker's (`jobs::worker`), which also runs these stages on blocking threads.
 //!
 //! Safety of untrusted SVG, in the order the checks run:
-//! 1. the spec bounds (source size, output pixels) in [`spec`];
+//! 1. the spec bounds (source size, output size in pixels) in [`spec`], checked when the spec
+//!    is made, before the job is queued;
 //! 2. XML parsing with roxmltree: no DTD at all (so no entity expansion, "billion laughs" and
-//!    its quadratic cousins included) and a node budget;
+//!    its quadratic cousins included) and a node budget, [`MAX_SVG_NODES`];
 //! 3. [`guard::check_document`]: nesting, element, reference-chain and text limits, before usvg
 //!    (which recurses) sees the document;
 //! 4. usvg options that resolve nothing outside the document: no resources directory, no
@@ -13,7 +17,8 @@
 //!    crate is built without `svgz`, so nothing is ever gunzipped;
 //! 5. [`guard::check_tree`]: work budgets in device pixels for the size actually drawn.
 //!
-//! Charts take the same path but skip 2, 3 and 5: their SVG is ours.
+//! Charts ([`chart`]) are drawn by us, not sent to us: a chart wanted as SVG is never parsed,
+//! and one wanted as PNG is parsed with the options of 4 only (1 bounds its data and size).
 
 pub mod chart;
 pub mod guard;
@@ -28,17 +33,18 @@ use resvg::{
 
 use self::spec::{Dimensions, RenderSpec, Stage};
 
-/// The family name of the font every text is drawn with (DejaVu Sans, from the `dejavu`
-/// crate, regular and bold, bundled into the binary so a bare container renders text exactly as a laptop does).
-/// Its family name, used by the chart SVG and as the fallback for every other family.
+/// The family name of the one font all text is drawn with: DejaVu Sans, regular and bold, from
+/// the `dejavu` crate, bundled into the binary so a bare container draws text exactly as a
+/// laptop does. Charts name it; every other family an SVG names falls back to it.
 pub const FONT_FAMILY: &str = "DejaVu Sans";
 
-/// Most XML nodes (elements, text, comments) in an SVG document.
+/// Most XML nodes (elements, text, comments, processing instructions) in an SVG document.
 pub const MAX_SVG_NODES: usize = 100_000;
 /// Largest embedded raster image, by its declared size, in pixels.
 pub const MAX_EMBEDDED_IMAGE_PIXELS: u64 = 4_000_000;
 
-/// Why a render failed. Deterministic: the same spec fails the same way, so it is not retried.
+/// Why a render stage failed. The job then fails with this message, and is not tried again:
+/// the same spec would fail the same way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     #[error("the SVG is not valid: {0}")]
@@ -67,7 +73,8 @@ pub enum Work {
     Output(Vec<u8>),
 }
 
-/// Holds what every render shares: the font database and the safe usvg options.
+/// Holds what every render shares: a font database holding only the bundled font, from which
+/// the safe usvg options (4 in the module docs) are made for each document.
 pub struct Renderer {
     fonts: Arc<fontdb::Database>,
 }
@@ -85,6 +92,7 @@ impl Default for Renderer {
 }
 
 impl Renderer {
+    /// Loads the bundled font; never looks at the system's fonts.
     pub fn new() -> Self {
         // An empty database never scans the system's fonts.
         let mut fonts = fontdb::Database::new();
@@ -116,7 +124,9 @@ impl Renderer {
         }
     }
 
-    /// Runs one CPU stage of the pipeline.
+    /// Runs one CPU stage of the pipeline on the work the stage before produced. A chart wanted
+    /// as SVG is done after [`Stage::Charting`]. A stage given work it does not take (including
+    /// [`Stage::Uploading`], which is the worker's) is a [`RenderError::Pipeline`] error.
     pub fn advance(&self, stage: Stage, work: Work) -> Result<Work, RenderError> {
         match (stage, work) {
             (
@@ -152,7 +162,8 @@ impl Renderer {
         }
     }
 
-    /// Parses an SVG from outside with every check in the module docs, for drawing at `size`.
+    /// Parses an SVG from outside for drawing at `size`, with checks 2 to 5 of the module docs
+    /// (1, the spec bounds, held when its spec was made).
     pub fn parse_untrusted(&self, svg: &str, size: Dimensions) -> Result<usvg::Tree, RenderError> {
         let xml_options = usvg::roxmltree::ParsingOptions {
             allow_dtd: false,

@@ -15,6 +15,7 @@ pub mod render;
 
 use std::{fmt::Display, sync::Arc};
 
+use opentelemetry::trace::TraceContextExt;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::common::{schema_for_input, schema_for_output},
@@ -27,12 +28,14 @@ use rmcp::{
 };
 use schemars::JsonSchema;
 use service_core::telemetry::propagation;
+pub use sidecar_contract::ErrorCode;
+use sidecar_contract::{ToolError, tool::*};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::telemetry::METRICS;
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract), a round-trip check \
@@ -51,24 +54,24 @@ impl ToolCatalog {
     pub fn new() -> Result<Self, CatalogError> {
         let tools = vec![
             tool::<arithmetic::Operands, arithmetic::Sum>(
-                "add",
+                ADD,
                 "Add two numbers: returns {\"sum\": a + b}. Integers are added exactly \
                  (no rounding); a result outside the 64-bit integer range is an error, not a \
                  wrapped value. If either number has a fraction the result is a float.",
             )?,
             tool::<arithmetic::Operands, arithmetic::Difference>(
-                "subtract",
+                SUBTRACT,
                 "Subtract b from a: returns {\"difference\": a - b}. Integers are subtracted \
                  exactly; a result outside the 64-bit integer range is an error. If either \
                  number has a fraction the result is a float.",
             )?,
             tool::<echo::EchoInput, echo::EchoOutput>(
-                "echo",
+                ECHO,
                 "Return the given non-empty text unchanged: {\"text\": text}. Use it to check \
                  that the tool connection works.",
             )?,
             tool::<render::StartRenderInput, render::StartRenderOutput>(
-                "start_render",
+                START_RENDER,
                 "Start rendering a bar/line chart (to PNG or SVG) or an SVG document (to PNG) \
                  as a background job. Returns at once with {job_id, state: \"queued\"}. Then \
                  poll get_render_status with the job_id until state is \"succeeded\" or \
@@ -78,26 +81,26 @@ impl ToolCatalog {
             )?
             .annotate(mutating()),
             tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
-                "get_render_status",
+                GET_RENDER_STATUS,
                 "Get a render job's progress: state (queued, running, succeeded, failed), \
                  stage and total_stages of its pipeline, a message like \"[2/4] rasterizing\", \
                  and the error when it failed. Answers at once; poll it about once a second.",
             )?,
             tool::<render::JobIdInput, crate::jobs::model::JobResult>(
-                "get_render_result",
+                GET_RENDER_RESULT,
                 "Get a render job's result. When ready is true it has a time-limited download \
                  url (with expires_at), content_type, bytes and sha256. ready is false until \
                  the job has succeeded; a failed job has its error.",
             )?,
             tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
-                "cancel_render",
+                CANCEL_RENDER,
                 "Cancel a queued or running render job. It ends at once as failed with error \
                  \"cancelled\". A job that already finished is left as it is. Returns the \
                  job's status afterwards.",
             )?
             .annotate(mutating()),
             tool::<render::ListRendersInput, render::ListRendersOutput>(
-                "list_renders",
+                LIST_RENDERS,
                 "List recent render jobs, newest first, optionally only those in one state.",
             )?,
         ];
@@ -123,8 +126,8 @@ where
 {
     let input_schema =
         schema_for_input::<Input>().map_err(|reason| CatalogError { tool: name, reason })?;
-    Ok(Tool::new(name, description, input_schema)
-        .with_raw_output_schema(schema_for_output::<Output>())
+    Ok(Tool::new(name, description, standard_schema(&input_schema))
+        .with_raw_output_schema(standard_schema(&schema_for_output::<Output>()))
         .with_annotations(
             ToolAnnotations::new()
                 .read_only(true)
@@ -132,6 +135,65 @@ where
                 .idempotent(true)
                 .open_world(false),
         ))
+}
+
+/// The schema with schemars' Rust-specific `format`s (`uint32`, `uint64`, `double`, …) taken
+/// out: no JSON Schema validator knows them (the TypeScript SDK's Ajv warns about each one on
+/// every `tools/list`). An integer's range is said the standard way instead, with `minimum`
+/// and `maximum`.
+fn standard_schema(schema: &JsonObject) -> Arc<JsonObject> {
+    let mut schema = schema.clone();
+    strip_rust_formats(&mut schema);
+    Arc::new(schema)
+}
+
+fn strip_rust_formats(schema: &mut JsonObject) {
+    let range = match schema.get("format").and_then(Value::as_str) {
+        Some("uint8") => Some((0, i128::from(u8::MAX))),
+        Some("uint16") => Some((0, i128::from(u16::MAX))),
+        Some("uint32") => Some((0, i128::from(u32::MAX))),
+        Some("uint64" | "uint") => Some((0, i128::from(u64::MAX))),
+        Some("int8") => Some((i128::from(i8::MIN), i128::from(i8::MAX))),
+        Some("int16") => Some((i128::from(i16::MIN), i128::from(i16::MAX))),
+        Some("int32") => Some((i128::from(i32::MIN), i128::from(i32::MAX))),
+        Some("int64" | "int") => Some((i128::from(i64::MIN), i128::from(i64::MAX))),
+        Some("float" | "double") => None,
+        _ => {
+            for value in schema.values_mut() {
+                strip_nested(value);
+            }
+            return;
+        }
+    };
+    schema.remove("format");
+    if let Some((minimum, maximum)) = range {
+        // A bound the type already has (schemars writes `minimum: 0` for unsigned) stays.
+        schema
+            .entry("minimum")
+            .or_insert_with(|| json_integer(minimum));
+        schema
+            .entry("maximum")
+            .or_insert_with(|| json_integer(maximum));
+    }
+    for value in schema.values_mut() {
+        strip_nested(value);
+    }
+}
+
+fn strip_nested(value: &mut Value) {
+    match value {
+        Value::Object(object) => strip_rust_formats(object),
+        Value::Array(items) => items.iter_mut().for_each(strip_nested),
+        _ => {}
+    }
+}
+
+/// An integer bound as JSON: every bound above fits an `i64` or a `u64`.
+fn json_integer(bound: i128) -> Value {
+    i64::try_from(bound)
+        .map(Value::from)
+        .or_else(|_| u64::try_from(bound).map(Value::from))
+        .unwrap_or(Value::Null)
 }
 
 /// Annotations of the tools that change state (start and cancel jobs).
@@ -204,18 +266,40 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let tool = request.name.clone();
-        let span = tool_span(&tool, &context);
+        let caller = caller_context(&context);
+        let span = tool_span(&tool, caller.as_ref());
         let result = self.run_tool(request).instrument(span.clone()).await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
-                let code = result
+                let failure = result
                     .structured_content
+                    .clone()
+                    .and_then(|content| serde_json::from_value::<ToolError>(content).ok());
+                let code = failure
                     .as_ref()
-                    .and_then(|content| content["code"].as_str())
-                    .unwrap_or("error")
-                    .to_owned();
+                    .and_then(|failure| failure.code)
+                    .map_or("error", ErrorCode::as_str);
                 span.record("otel.status_code", "ERROR");
-                span.record("error.type", code.as_str());
+                span.record("error.type", code);
+                if let Some(ToolError {
+                    error,
+                    code: Some(ErrorCode::Internal),
+                }) = &failure
+                {
+                    // The caller gets the message; the operator gets it once here, joined to
+                    // the caller's trace (the span's trace fields when spans are exported, the
+                    // propagated trace id otherwise).
+                    let trace_id = caller
+                        .as_ref()
+                        .map(|context| context.span().span_context().trace_id().to_string());
+                    tracing::error!(
+                        parent: &span,
+                        tool = %tool,
+                        trace_id,
+                        error = %error,
+                        "tool call failed inside the sidecar"
+                    );
+                }
                 "error"
             }
             Ok(_) => "ok",
@@ -243,10 +327,25 @@ impl ServerHandler for McpServer {
     }
 }
 
-/// The span of one tool call, `tools/call <tool>`, a child of the caller's span when the HTTP
-/// request (`traceparent`, or Cloud Run's `X-Cloud-Trace-Context`) or the request's `_meta`
-/// (`traceparent`) names one. Only made while spans are exported: tool calls are the hot path.
-fn tool_span(tool: &str, context: &RequestContext<RoleServer>) -> tracing::Span {
+/// The caller's trace context, when the HTTP request (`traceparent`, or Cloud Run's
+/// `X-Cloud-Trace-Context`) or the request's `_meta` (`traceparent`) carries one.
+fn caller_context(context: &RequestContext<RoleServer>) -> Option<opentelemetry::Context> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| propagation::context_from_headers(&parts.headers))
+        .or_else(|| {
+            context
+                .meta
+                .get("traceparent")
+                .and_then(|value| value.as_str())
+                .and_then(propagation::context_from_traceparent)
+        })
+}
+
+/// The span of one tool call, `tools/call <tool>`, a child of the caller's span when there is
+/// one. Only made while spans are exported: tool calls are the hot path.
+fn tool_span(tool: &str, caller: Option<&opentelemetry::Context>) -> tracing::Span {
     if !service_core::telemetry::exporting_traces() {
         return tracing::Span::none();
     }
@@ -260,19 +359,8 @@ fn tool_span(tool: &str, context: &RequestContext<RoleServer>) -> tracing::Span 
         job_id = tracing::field::Empty,
         error.type = tracing::field::Empty,
     );
-    let parent = context
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| propagation::context_from_headers(&parts.headers))
-        .or_else(|| {
-            context
-                .meta
-                .get("traceparent")
-                .and_then(|value| value.as_str())
-                .and_then(propagation::context_from_traceparent)
-        });
-    if let Some(parent) = parent {
-        let _ = span.set_parent(parent);
+    if let Some(parent) = caller {
+        let _ = span.set_parent(parent.clone());
     }
     span
 }
@@ -282,14 +370,14 @@ impl McpServer {
         let arguments = request.arguments.unwrap_or_default();
         let render = &self.shared.render;
         let result = match request.name.as_ref() {
-            "add" => answer(arguments, |operands| arithmetic::add(&operands)),
-            "subtract" => answer(arguments, |operands| arithmetic::subtract(&operands)),
-            "echo" => answer(arguments, echo::echo),
-            "start_render" => answer_async(arguments, |input| render.start(input)).await,
-            "get_render_status" => answer_async(arguments, |input| render.status(input)).await,
-            "get_render_result" => answer_async(arguments, |input| render.result(input)).await,
-            "cancel_render" => answer_async(arguments, |input| render.cancel(input)).await,
-            "list_renders" => answer_async(arguments, |input| render.list(input)).await,
+            ADD => answer(arguments, |operands| arithmetic::add(&operands)),
+            SUBTRACT => answer(arguments, |operands| arithmetic::subtract(&operands)),
+            ECHO => answer(arguments, echo::echo),
+            START_RENDER => answer_async(arguments, |input| render.start(input)).await,
+            GET_RENDER_STATUS => answer_async(arguments, |input| render.status(input)).await,
+            GET_RENDER_RESULT => answer_async(arguments, |input| render.result(input)).await,
+            CANCEL_RENDER => answer_async(arguments, |input| render.cancel(input)).await,
+            LIST_RENDERS => answer_async(arguments, |input| render.list(input)).await,
             unknown => {
                 return Err(McpError::invalid_params(
                     format!("unknown tool `{unknown}`; tools/list gives the available tools"),
@@ -339,7 +427,7 @@ fn parse_arguments<Input: DeserializeOwned>(
 ) -> Result<Input, CallToolResult> {
     serde_json::from_value::<Input>(Value::Object(arguments)).map_err(|error| {
         tool_error(
-            Failure::InvalidArguments,
+            ErrorCode::InvalidArguments,
             format!("invalid arguments: {error}"),
         )
     })
@@ -350,7 +438,7 @@ fn outcome<Output: Serialize, Error: ToolFailure>(result: Result<Output, Error>)
         Ok(output) => match serde_json::to_value(output) {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => tool_error(
-                Failure::Internal,
+                ErrorCode::Internal,
                 format!("the result could not be encoded: {error}"),
             ),
         },
@@ -358,42 +446,28 @@ fn outcome<Output: Serialize, Error: ToolFailure>(result: Result<Output, Error>)
     }
 }
 
-/// What kind of failure a tool result reports, in its `code` field, so programs (the agent's
-/// REST API among them) can react without parsing the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Failure {
-    /// The arguments cannot work: fix them and call again.
-    InvalidArguments,
-    /// The named thing (a job) does not exist.
-    NotFound,
-    /// The request contradicts an earlier one (an idempotency key reused for another spec).
-    Conflict,
-    /// A dependency (Redis) is away: try again shortly.
-    Unavailable,
-    /// Something went wrong inside the server.
-    Internal,
-}
-
-/// A tool's error type says which [`Failure`] it is.
+/// A tool's error type says which [`ErrorCode`] it is.
 pub trait ToolFailure: Display {
-    fn failure(&self) -> Failure;
+    fn failure(&self) -> ErrorCode;
 }
 
 impl ToolFailure for arithmetic::ArithmeticError {
-    fn failure(&self) -> Failure {
-        Failure::InvalidArguments
+    fn failure(&self) -> ErrorCode {
+        ErrorCode::InvalidArguments
     }
 }
 
 impl ToolFailure for echo::EmptyText {
-    fn failure(&self) -> Failure {
-        Failure::InvalidArguments
+    fn failure(&self) -> ErrorCode {
+        ErrorCode::InvalidArguments
     }
 }
 
 /// A failed tool call as the model should see it: `isError: true` and
 /// `{"error": message, "code": failure}`.
-pub fn tool_error(failure: Failure, message: impl Display) -> CallToolResult {
-    CallToolResult::structured_error(json!({ "error": message.to_string(), "code": failure }))
+pub fn tool_error(failure: ErrorCode, message: impl Display) -> CallToolResult {
+    let error = ToolError::new(failure, message);
+    // A struct of a string and an enum always encodes; the fallback only keeps the type total.
+    let content = serde_json::to_value(&error).unwrap_or(Value::String(error.error));
+    CallToolResult::structured_error(content)
 }

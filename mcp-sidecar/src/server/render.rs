@@ -4,16 +4,14 @@
 
 use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use service_core::telemetry::propagation;
+pub use sidecar_contract::{JobIdInput, ListRendersInput, ListRendersOutput, StartRenderOutput};
 
 use crate::{
     artifacts::ArtifactStore,
     jobs::{
         model::{JobId, JobResult, JobState, JobStatus},
-        store::{JobStore, StoreError},
+        store::{Enqueued, JobStore, StoreError, StoredResult},
     },
     render::spec::{MAX_IDEMPOTENCY_KEY_CHARS, RenderSpec, RenderSpecInput},
 };
@@ -30,56 +28,8 @@ pub struct RenderTools {
     pub signed_url_ttl: Duration,
 }
 
-/// Arguments of `start_render`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartRenderInput {
-    /// What to render: {"kind":"chart", "chart":{"type":"bar"|"line", "title", "x_label",
-    /// "y_label", "series":[{"name", "points":[[x,y],…]}]}, "width", "height",
-    /// "format":"png"|"svg"} or {"kind":"svg", "svg":"<svg …>", "width", "height"}.
-    pub spec: RenderSpecInput,
-    /// Optional key (1–200 characters) making the call safe to repeat: the same key with the
-    /// same spec returns the job already started instead of a new one.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-/// Result of `start_render`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct StartRenderOutput {
-    /// The job's id, for the other render tools.
-    pub job_id: String,
-    /// The job's state now: "queued" for a new job; for a repeated idempotency key, the
-    /// existing job's state.
-    pub state: JobState,
-}
-
-/// Arguments naming one job.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobIdInput {
-    /// The job id start_render returned (32 hex digits).
-    pub job_id: String,
-}
-
-/// Arguments of `list_renders`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListRendersInput {
-    /// Only jobs in this state: queued, running, succeeded or failed (default: all).
-    #[serde(default)]
-    pub state: Option<JobState>,
-    /// How many jobs at most, 1 to 100 (default 20).
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
-/// Result of `list_renders`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ListRendersOutput {
-    /// Recent jobs, newest first.
-    pub jobs: Vec<JobStatus>,
-}
+/// Arguments of `start_render`: the contract's, with the spec in the sidecar's own types.
+pub type StartRenderInput = sidecar_contract::StartRenderInput<RenderSpecInput>;
 
 /// A render tool's failure, worded for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -97,16 +47,16 @@ pub enum RenderToolError {
 }
 
 impl super::ToolFailure for RenderToolError {
-    fn failure(&self) -> super::Failure {
-        use super::Failure;
+    fn failure(&self) -> super::ErrorCode {
+        use super::ErrorCode;
         match self {
-            Self::Spec(_) | Self::JobId(_) | Self::Argument(_) => Failure::InvalidArguments,
-            Self::Store(StoreError::NotFound(_)) => Failure::NotFound,
-            Self::Store(StoreError::IdempotencyConflict(_)) => Failure::Conflict,
+            Self::Spec(_) | Self::JobId(_) | Self::Argument(_) => ErrorCode::InvalidArguments,
+            Self::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
+            Self::Store(StoreError::IdempotencyConflict(_)) => ErrorCode::Conflict,
             Self::Store(StoreError::Unavailable(_) | StoreError::QueueFull(_)) => {
-                Failure::Unavailable
+                ErrorCode::Unavailable
             }
-            Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => Failure::Internal,
+            Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => ErrorCode::Internal,
         }
     }
 }
@@ -130,7 +80,7 @@ impl RenderTools {
         }
         let spec = RenderSpec::try_from(input.spec)?;
         let total_stages = u32::try_from(spec.stages().len()).unwrap_or(u32::MAX);
-        let (id, created) = self
+        let Enqueued { id, created } = self
             .store
             .enqueue(
                 &spec.to_json(),
@@ -147,10 +97,7 @@ impl RenderTools {
         } else {
             self.store.status(&id).await?.state
         };
-        Ok(StartRenderOutput {
-            job_id: id.to_string(),
-            state,
-        })
+        Ok(StartRenderOutput { job_id: id, state })
     }
 
     pub async fn status(&self, input: JobIdInput) -> Result<JobStatus, RenderToolError> {
@@ -162,7 +109,10 @@ impl RenderTools {
     pub async fn result(&self, input: JobIdInput) -> Result<JobResult, RenderToolError> {
         let id: JobId = input.job_id.parse()?;
         tracing::Span::current().record("job_id", id.as_str());
-        let (mut result, record) = self.store.artifact(&id).await?;
+        let StoredResult {
+            mut result,
+            artifact: record,
+        } = self.store.artifact(&id).await?;
         if let Some(record) = record {
             let signed = self
                 .artifacts

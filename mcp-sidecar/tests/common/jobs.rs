@@ -108,14 +108,9 @@ pub async fn download(result: &Value) -> Vec<u8> {
     assert_eq!(content_type, result["content_type"].as_str().unwrap());
     let bytes = response.bytes().await.expect("body").to_vec();
     assert_eq!(bytes.len() as u64, result["bytes"].as_u64().unwrap());
-    let digest = mcp_sidecar::jobs::store::hex(&sha2_digest(&bytes));
+    let digest = mcp_sidecar::digest::sha256_hex(&bytes);
     assert_eq!(digest, result["sha256"].as_str().unwrap());
     bytes
-}
-
-fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
 }
 
 /// Decodes PNG bytes into pixels (panics if they are not a PNG).

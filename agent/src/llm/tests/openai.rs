@@ -200,21 +200,77 @@ async fn non_json_reply_is_malformed() {
 }
 
 #[tokio::test]
-async fn tool_arguments_that_are_not_json_are_malformed() {
-    let broken = tool_calls_reply(vec![tool_call("call_1", "add", "{a: 2, b: 3")]);
-    let error = chat_once(vec![broken]).await.unwrap_err();
-    assert!(
-        matches!(&error, LlmError::Malformed(message)
-            if message.contains("`add`") && message.contains("not valid JSON") && message.contains("{a: 2, b: 3")),
-        "{error}"
-    );
+async fn arguments_that_are_not_a_json_object_go_back_to_the_model_as_tool_errors() {
+    let not_json = tool_call("call_1", "add", "{a: 2, b: 3");
+    let array = tool_call("call_2", "add", "[2, 3]");
+    let model = FakeModel::start(vec![
+        tool_calls_reply(vec![not_json.clone(), array.clone()]),
+        text_reply("Sorry, let me call it properly."),
+    ])
+    .await;
+    let runner = RecordingRunner::returning(json!({ "sum": 5 }));
 
-    let array = tool_calls_reply(vec![tool_call("call_1", "add", "[2, 3]")]);
-    let error = chat_once(vec![array]).await.unwrap_err();
+    let reply = openai_model(&model, None)
+        .chat(&user_says("What is 2 + 3?"), &[add_tool()], &runner, 4)
+        .await
+        .unwrap();
+
     assert!(
-        matches!(&error, LlmError::Malformed(message) if message.contains("not a JSON object")),
-        "{error}"
+        runner.calls().is_empty(),
+        "the tool never runs with such arguments"
     );
+    assert_eq!(reply.turns, 2);
+    let not_json_error = "the arguments of tool call `add` must be a JSON object, \
+        got text that is not JSON (key must be a string at line 1 column 2): {a: 2, b: 3";
+    let array_error = "the arguments of tool call `add` must be a JSON object, got: [2,3]";
+    assert_eq!(
+        reply.tool_calls,
+        vec![
+            ToolCallRecord {
+                name: "add".to_owned(),
+                arguments: json!("{a: 2, b: 3"),
+                result: json!({ "error": not_json_error }),
+            },
+            ToolCallRecord {
+                name: "add".to_owned(),
+                arguments: json!([2, 3]),
+                result: json!({ "error": array_error }),
+            },
+        ]
+    );
+    let messages = &model.requests()[1].body["messages"];
+    assert_eq!(
+        messages[1]["tool_calls"],
+        json!([not_json, array]),
+        "the calls are echoed as the model sent them"
+    );
+    assert_eq!(
+        messages[2],
+        json!({ "role": "tool", "tool_call_id": "call_1",
+                "content": json!({ "error": not_json_error }).to_string() })
+    );
+    assert_eq!(
+        messages[3],
+        json!({ "role": "tool", "tool_call_id": "call_2",
+                "content": json!({ "error": array_error }).to_string() })
+    );
+}
+
+#[tokio::test]
+async fn null_arguments_mean_no_arguments() {
+    let model = FakeModel::start(vec![
+        tool_calls_reply(vec![tool_call("call_1", "now", "null")]),
+        text_reply("noon"),
+    ])
+    .await;
+    let runner = RecordingRunner::returning(json!({ "time": "12:00" }));
+
+    openai_model(&model, None)
+        .chat(&user_says("time?"), &[], &runner, 4)
+        .await
+        .unwrap();
+
+    assert_eq!(runner.calls(), vec![("now".to_owned(), json!({}))]);
 }
 
 #[tokio::test]

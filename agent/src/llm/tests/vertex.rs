@@ -261,17 +261,42 @@ async fn non_json_reply_is_malformed() {
 }
 
 #[tokio::test]
-async fn non_object_function_arguments_are_malformed() {
-    let reply = CannedReply::json(
+async fn arguments_that_are_not_a_json_object_go_back_to_the_model_as_a_tool_error() {
+    let bad_call = CannedReply::json(
         json!({ "candidates": [{ "content": { "role": "model", "parts": [
         { "functionCall": { "name": "add", "args": "a=2,b=3" } }
     ] } }] }),
     );
-    let error = chat_once(vec![reply]).await.unwrap_err();
-    assert!(
-        matches!(&error, LlmError::Malformed(message)
-            if message.contains("`add`") && message.contains("not a JSON object")),
-        "{error}"
+    let model = FakeModel::start(vec![bad_call, add_call_reply(), text_reply("2 + 3 = 5")]).await;
+    let metadata = FakeMetadataServer::start().await;
+    let runner = RecordingRunner::returning(json!({ "sum": 5 }));
+
+    let reply = vertex_model(&model, &metadata, TEST_TIMEOUT)
+        .chat(&user_says("What is 2 + 3?"), &[add_tool()], &runner, 4)
+        .await
+        .unwrap();
+
+    let error = r#"the arguments of tool call `add` must be a JSON object, got: "a=2,b=3""#;
+    assert_eq!(reply.reply, "2 + 3 = 5");
+    assert_eq!(reply.turns, 3);
+    assert_eq!(
+        reply.tool_calls[0],
+        ToolCallRecord {
+            name: "add".to_owned(),
+            arguments: json!("a=2,b=3"),
+            result: json!({ "error": error }),
+        }
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![("add".to_owned(), json!({ "a": 2, "b": 3 }))],
+        "only the corrected call ran"
+    );
+    assert_eq!(
+        model.requests()[1].body["contents"][2],
+        json!({ "role": "user", "parts": [
+            { "functionResponse": { "name": "add", "response": { "error": error } } }
+        ] })
     );
 }
 
