@@ -685,20 +685,20 @@ impl JobStore {
         message: &str,
         artifact: &ArtifactRecord,
     ) -> Result<Recorded, StoreError> {
-        self.finish(job, "succeeded", message, "", Some(artifact))
+        self.finish(job, JobState::Succeeded, message, "", Some(artifact))
             .await
     }
 
     /// Records failure, if the attempt still owns the job.
     pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Recorded, StoreError> {
-        self.finish(job, "failed", &format!("failed: {error}"), error, None)
+        self.finish(job, JobState::Failed, &format!("failed: {error}"), error, None)
             .await
     }
 
     async fn finish(
         &self,
         job: &ClaimedJob,
-        outcome: &str,
+        outcome: JobState,
         message: &str,
         error: &str,
         artifact: Option<&ArtifactRecord>,
@@ -712,7 +712,7 @@ impl JobStore {
             .arg(GROUP)
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg(outcome)
+            .arg(outcome.as_str())
             .arg(message)
             .arg(error)
             .arg(CANCELLED);
