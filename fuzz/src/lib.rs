@@ -2,7 +2,7 @@
 //! a render worker runs, with checks on what comes out.
 //!
 //! Shared by the libFuzzer targets in `fuzz/fuzz_targets/` (nightly, see `scripts/fuzz`) and by
-//! `mcp-sidecar/tests/fuzz_regressions.rs`, which includes this file with `#[path]` and replays
+//! `mcp-sidecar/tests/it/fuzz_regressions.rs`, which includes this file with `#[path]` and replays
 //! the seeds and every minimized finding on stable, so the code a finding went through is the
 //! code its regression test runs.
 //!

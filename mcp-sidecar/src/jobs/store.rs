@@ -691,8 +691,14 @@ impl JobStore {
 
     /// Records failure, if the attempt still owns the job.
     pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Recorded, StoreError> {
-        self.finish(job, JobState::Failed, &format!("failed: {error}"), error, None)
-            .await
+        self.finish(
+            job,
+            JobState::Failed,
+            &format!("failed: {error}"),
+            error,
+            None,
+        )
+        .await
     }
 
     async fn finish(

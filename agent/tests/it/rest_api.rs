@@ -3,11 +3,9 @@
 //! a loopback port, downloads proxied through the agent).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Stack, read_events};
+use crate::common::{Stack, read_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -25,7 +23,7 @@ async fn tools_are_listed_and_called_through_rest_in_both_session_modes() {
         let stack = Stack::start(mode, &[]);
         let http = reqwest::Client::new();
 
-        let listed = common::get_json(&http, &stack.url("/v1/tools")).await;
+        let listed = crate::common::get_json(&http, &stack.url("/v1/tools")).await;
         let names: Vec<&str> = listed["tools"]
             .as_array()
             .unwrap()
@@ -165,7 +163,7 @@ async fn a_chart_render_is_followed_over_sse_to_succeeded_and_downloaded_through
         let pixmap = resvg::tiny_skia::Pixmap::decode_png(&bytes).unwrap();
         assert_eq!((pixmap.width(), pixmap.height()), (640, 360));
 
-        let status = common::get_json(&http, &stack.url(&location)).await;
+        let status = crate::common::get_json(&http, &stack.url(&location)).await;
         assert_eq!(status["state"], "succeeded");
         assert!(status["result"]["url"].as_str().is_some());
         // A tampered download link is refused by the sidecar, through the proxy.
@@ -310,9 +308,9 @@ async fn with_the_sidecar_killed_the_agent_answers_503_and_recovers_when_it_retu
 async fn the_probes_and_the_web_page_are_served() {
     let stack = Stack::start("stateless", &[]);
     let http = reqwest::Client::new();
-    let health = common::get_json(&http, &stack.url("/healthz")).await;
+    let health = crate::common::get_json(&http, &stack.url("/healthz")).await;
     assert_eq!(health, json!({"ok": true}));
-    let ready = common::get_json(&http, &stack.url("/readyz")).await;
+    let ready = crate::common::get_json(&http, &stack.url("/readyz")).await;
     assert_eq!(ready["servers"]["sidecar"], "connected");
     for (path, content_type) in [
         ("/", "text/html"),

@@ -1,10 +1,8 @@
 //! The `mcp-sidecar` binary as an operator meets it: `--help`, log lines, signals.
 
-mod common;
-
 use std::{process::Command, time::Instant};
 
-use common::start_sidecar_process;
+use crate::common::start_sidecar_process;
 
 #[test]
 fn help_documents_every_setting_with_its_environment_variable() {

@@ -457,7 +457,7 @@ fn the_dockerfiles_build_the_binaries_with_the_command_the_tests_use() {
     }
 }
 
-/// The release build command (also what `tests/release_binaries.rs` runs).
+/// The release build command (also what `tests/it/release_binaries.rs` runs).
 fn deploy_checks_release_command(binary: &str) -> Vec<String> {
     [
         "cargo",

@@ -1,22 +1,22 @@
 //! Several real `mcp-sidecar` processes on one real Redis: a worker killed with SIGKILL in
 //! the middle of jobs loses nothing, and sidecars sharing the queue run each job once.
 #![allow(clippy::unwrap_used)]
-
-mod common;
+// The heavy-test guard is held for a whole test, on purpose, across awaits.
+#![allow(clippy::await_holding_lock)]
 
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     cluster::{Cluster, logged_successes},
     jobs::*,
     mcp_client,
 };
 
 /// Waits for every job to succeed; a stall of `stall` (no job finishing) fails the test.
-async fn wait_all_succeeded(client: &common::McpClient, jobs: &[String], stall: Duration) {
+async fn wait_all_succeeded(client: &crate::common::McpClient, jobs: &[String], stall: Duration) {
     for (job, status) in jobs
         .iter()
         .zip(wait_all_terminal(client, jobs, stall).await)
@@ -27,6 +27,7 @@ async fn wait_all_succeeded(client: &common::McpClient, jobs: &[String], stall: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_loses_nothing_and_every_job_succeeds_exactly_once() {
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     let cluster = Cluster::new();
     let mut doomed = cluster.sidecar("2", &[]);
     let client = mcp_client(&doomed.mcp_url()).await;
@@ -98,7 +99,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_every_job_succeeds_exactly_on
     client.cancel().await.unwrap();
 }
 
-async fn futures_running(client: &common::McpClient, jobs: &[String]) -> usize {
+async fn futures_running(client: &crate::common::McpClient, jobs: &[String]) -> usize {
     let mut running = 0;
     for job in jobs {
         if status(client, job).await["state"] == "running" {
@@ -110,6 +111,7 @@ async fn futures_running(client: &common::McpClient, jobs: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_on_one_redis_share_200_jobs_with_none_lost_and_none_twice() {
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     let cluster = Cluster::new();
     let first = cluster.sidecar("2", &[]);
     let second = cluster.sidecar("2", &[]);

@@ -4,9 +4,7 @@
 //! is executed through MCP by the sidecar and its result sent back.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{
+use crate::common::{
     Stack,
     fakes::{FakeModel, MetadataServer, Script},
 };

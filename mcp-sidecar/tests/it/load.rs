@@ -7,7 +7,7 @@
 //!   one of them then runs to `succeeded`.
 //!
 //! Throughput and latency are measured in `bench/` (release build, ratios); this only checks
-//! correctness and bounds under load. `cargo test -p mcp-sidecar --test load -- --nocapture`
+//! correctness and bounds under load. `cargo test -p mcp-sidecar --test it load:: -- --nocapture`
 //! prints the figures.
 #![allow(clippy::unwrap_used)]
 // a test: failures should panic loudly
@@ -15,15 +15,13 @@
 // each test is its own runtime on its own thread, so nothing else waits on this thread.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::{
     collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     call, cluster::Cluster, mcp_client, memory::MemorySampler, start_sidecar_process,
     structured_ok, tool_error_code, tool_error_message,
 };
@@ -54,7 +52,7 @@ const QUEUE_BOUND: usize = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_clients_get_every_answer_with_bounded_memory() {
-    let _heavy = common::one_heavy_test_at_a_time();
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     for mode in ["stateless", "stateful"] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", mode)]);
         let memory = MemorySampler::start(sidecar.process.pid());
@@ -132,7 +130,7 @@ enum Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_ten_thousand_start_render_calls_is_accepted_or_clearly_refused_and_none_is_lost()
  {
-    let _heavy = common::one_heavy_test_at_a_time();
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     let cluster = Cluster::new();
     // No workers: the burst meets a queue that nothing drains, so the bound is reached.
     let accepting = cluster.sidecar("0", &[("MAX_QUEUED_JOBS", &QUEUE_BOUND.to_string())]);

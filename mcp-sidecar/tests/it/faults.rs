@@ -7,8 +7,6 @@
 // each test is its own runtime on its own thread, so nothing else waits on this thread.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -18,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     SidecarProcess,
     cluster::{Cluster, logged_successes},
     initialize_body,
@@ -117,7 +115,7 @@ fn count(states: &[(String, String)], state: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_jobs_survive_repeated_sigkill_of_their_sidecars() {
-    let _heavy = common::one_heavy_test_at_a_time();
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     const JOBS: usize = 1000;
     const KILLS: usize = 4;
     const LEASE: Duration = Duration::from_secs(1);
@@ -282,7 +280,7 @@ async fn a_thousand_jobs_survive_repeated_sigkill_of_their_sidecars() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
-    let _heavy = common::one_heavy_test_at_a_time();
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     let mut redis = RedisServer::start_with(true);
     let artifact_dir = temp_dir("aof-artifacts");
     let sidecar = start_sidecar_process_with(
@@ -315,7 +313,8 @@ async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
             while !stop.load(Ordering::Relaxed) {
                 let began = Instant::now();
                 let spec = chart_spec(300 + index % 400, 300, "png");
-                let answer = common::call(&client, "start_render", json!({ "spec": spec })).await;
+                let answer =
+                    crate::common::call(&client, "start_render", json!({ "spec": spec })).await;
                 if answer.is_error == Some(true) {
                     refused.lock().unwrap().push((
                         began.elapsed(),
@@ -323,7 +322,7 @@ async fn a_redis_restart_from_its_append_only_file_loses_no_acknowledged_job() {
                         tool_error_message(&answer),
                     ));
                 } else {
-                    let job = common::structured_ok(&answer)["job_id"]
+                    let job = crate::common::structured_ok(&answer)["job_id"]
                         .as_str()
                         .unwrap()
                         .to_owned();
@@ -473,7 +472,7 @@ fn add_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_within_the_grace_and_hands_unfinished_jobs_back() {
-    let _heavy = common::one_heavy_test_at_a_time();
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     for mode in ["stateless", "stateful"] {
         sigterm_under_load(mode).await;
     }

@@ -3,11 +3,9 @@
 //! and behaviour while Redis is away.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
+use crate::common::redis_server::RedisServer;
 use mcp_sidecar::jobs::{
     model::{ArtifactRecord, CANCELLED, JobId, JobState},
     store::{

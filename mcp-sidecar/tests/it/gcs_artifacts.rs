@@ -11,8 +11,6 @@
 //!   bounded attempts, and succeed again once it is back.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashMap},
     net::TcpListener,
@@ -22,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::{jobs::*, mcp_client, start_sidecar_process, temp_dir};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -29,7 +28,6 @@ use axum::{
     response::IntoResponse,
     routing::post,
 };
-use common::{jobs::*, mcp_client, start_sidecar_process, temp_dir};
 use mcp_sidecar::{
     artifacts::{
         Placed,
@@ -484,7 +482,7 @@ const UPLOAD_ATTEMPTS: &str = "3";
 const FAILED_UPLOAD_LIMIT: Duration = Duration::from_secs(20);
 
 /// The sidecar binary storing to `endpoint` (the GCS JSON API), signing with `account`.
-fn gcs_sidecar(endpoint: &str, account: &ServiceAccount) -> common::SidecarProcess {
+fn gcs_sidecar(endpoint: &str, account: &ServiceAccount) -> crate::common::SidecarProcess {
     start_sidecar_process(&[
         ("ARTIFACT_STORE", "gcs"),
         ("GCS_BUCKET", BUCKET),
@@ -570,7 +568,7 @@ async fn a_job_rides_out_transient_gcs_errors_and_fails_clearly_when_they_persis
     // The failure stays put: the record never changes again, even once GCS is healthy.
     fake.failures.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(common::jobs::status(&client, &job).await, status);
+    assert_eq!(crate::common::jobs::status(&client, &job).await, status);
     client.cancel().await.unwrap();
 }
 

@@ -4,11 +4,9 @@
 //! are kept under `target/test-artifacts/web/`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 
-use common::Stack;
+use crate::common::Stack;
 use serde_json::Value;
 use test_support::{installed_tool, workspace_root};
 

@@ -3,12 +3,10 @@
 //! a job id. Each case has the status and message it must get; after each one the agent is
 //! still up (`/healthz`) and a tool call through it still works. Requests go over a raw
 //! `TcpStream` so nothing is normalized on the client side. The sidecar's own edge has the
-//! larger table in `mcp-sidecar/tests/hostile_input.rs`.
+//! larger table in `mcp-sidecar/tests/it/hostile_input.rs`.
 #![allow(clippy::unwrap_used)] // a test: failures should panic loudly
 
-mod common;
-
-use common::Stack;
+use crate::common::Stack;
 use test_support::{KeptAliveConnection, raw_json_post};
 
 /// The agent's default body limit (`MAX_BODY_BYTES`).

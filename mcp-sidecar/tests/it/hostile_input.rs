@@ -10,8 +10,6 @@
 //! hostile_input -- --nocapture` prints the table of cases, outcomes and memory.
 #![allow(clippy::unwrap_used)] // a test: failures should panic loudly
 
-mod common;
-
 use std::{
     net::{SocketAddr, TcpListener},
     sync::{
@@ -21,8 +19,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::common::{TEST_SIGNING_KEY, memory::MemorySampler, start_sidecar_process};
 use base64::Engine;
-use common::{TEST_SIGNING_KEY, memory::MemorySampler, start_sidecar_process};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -897,6 +895,7 @@ fn assert_still_serving(wire: &Wire, after: &str) {
 
 #[test]
 fn hostile_input_gets_clear_refusals_and_the_sidecar_stays_up_within_its_memory_bound() {
+    let _heavy = crate::common::one_heavy_test_at_a_time();
     assert!(
         SVG_OPEN.contains(PAYLOAD_MARKER),
         "every svg() carries the marker"

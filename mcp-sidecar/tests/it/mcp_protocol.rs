@@ -1,9 +1,7 @@
 //! The MCP protocol core, driven by rmcp's own client against the real server on port 0,
 //! in both session modes.
 
-mod common;
-
-use common::{call, mcp_client, spawn_sidecar, structured_ok, tool_error_message};
+use crate::common::{call, mcp_client, spawn_sidecar, structured_ok, tool_error_message};
 use mcp_sidecar::config::SessionMode;
 use rmcp::{
     ClientServiceExt,

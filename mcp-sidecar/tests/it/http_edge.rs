@@ -2,11 +2,9 @@
 //! auth, exercised with raw HTTP against the real server on port 0.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on purpose
 
-mod common;
-
 use std::time::Duration;
 
-use common::{initialize_body, mcp_post, spawn_sidecar};
+use crate::common::{initialize_body, mcp_post, spawn_sidecar};
 use mcp_sidecar::config::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

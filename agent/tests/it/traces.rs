@@ -5,11 +5,9 @@
 //! dead one, requests are not held up.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Stack, read_events};
+use crate::common::{Stack, read_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};

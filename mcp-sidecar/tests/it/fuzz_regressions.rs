@@ -9,7 +9,7 @@
 //!   one fixture and nothing but targets' folders: a missing, misplaced or emptied folder fails
 //!   the test instead of letting it pass having replayed nothing.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod harness;
 
 use std::path::{Path, PathBuf};

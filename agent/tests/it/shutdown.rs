@@ -4,8 +4,6 @@
 //! `SSE_MAX_DURATION`, and the process exits 0 well within Cloud Run's 10 s grace period.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -14,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Stack, read_events};
+use crate::common::{Stack, read_events};
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -2,8 +2,6 @@
 //! redis-server and the local artifact store: start → poll → succeeded → URL → download.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::{
     net::TcpListener,
     sync::{
@@ -13,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
+use crate::common::{
     call, jobs::*, mcp_client, redis_server::RedisServer, spawn_sidecar, spawn_sidecar_on,
     structured_ok, tool_error_code, tool_error_message,
 };
@@ -251,7 +249,7 @@ async fn rendering_never_reads_local_files_or_fetches_urls() {
         }
     });
     // A red PNG on disk, referenced by path: it must not appear in the output.
-    let red = common::temp_dir("red-png").join("red.png");
+    let red = crate::common::temp_dir("red-png").join("red.png");
     let mut pixmap = resvg::tiny_skia::Pixmap::new(20, 20).unwrap();
     pixmap.fill(resvg::tiny_skia::Color::from_rgba8(255, 0, 0, 255));
     pixmap.save_png(&red).unwrap();
@@ -492,7 +490,7 @@ async fn the_job_record_stored_in_redis_expires_after_it_finishes() {
 
 #[tokio::test]
 async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_callers_trace() {
-    let sidecar = common::start_sidecar_process(&[]);
+    let sidecar = crate::common::start_sidecar_process(&[]);
     let client = mcp_client(&sidecar.mcp_url()).await;
     let job = start(&client, chart_spec(50, 50, "svg")).await;
     wait_terminal(&client, &job, LIMIT).await;
@@ -511,17 +509,18 @@ async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_
         .unwrap();
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let answer: serde_json::Value = common::mcp_post(&reqwest::Client::new(), &sidecar.mcp_url())
-        .header("MCP-Protocol-Version", "2025-11-25")
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+    let answer: serde_json::Value =
+        crate::common::mcp_post(&reqwest::Client::new(), &sidecar.mcp_url())
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "get_render_status", "arguments": {"job_id": job}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     let result = &answer["result"];
     assert_eq!(result["isError"], true, "{answer}");
     assert_eq!(result["structuredContent"]["code"], "internal", "{answer}");

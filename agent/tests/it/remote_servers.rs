@@ -5,11 +5,9 @@
 //! start-up.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     Stack,
     fakes::{MetadataServer, RemoteMcp, token_claims, token_subject},
 };
@@ -40,7 +38,7 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
     // The remote server connects in the background; wait for its tools.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let listed = loop {
-        let listed = common::get_json(&http, &stack.url("/v1/tools")).await;
+        let listed = crate::common::get_json(&http, &stack.url("/v1/tools")).await;
         if listed["tools"]
             .as_array()
             .unwrap()
@@ -104,7 +102,7 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
         "the ${{VAR}} header reached the server"
     );
 
-    let ready = common::get_json(&http, &stack.url("/readyz")).await;
+    let ready = crate::common::get_json(&http, &stack.url("/readyz")).await;
     assert_eq!(ready["servers"]["remote"], "connected");
 }
 

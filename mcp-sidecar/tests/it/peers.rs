@@ -2,14 +2,12 @@
 //! and TypeScript SDKs, the MCP Inspector CLI and the MCP conformance suite. They are
 //! installed into `.tools/` by `scripts/install-test-tools`, which the test command runs first.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-use common::start_sidecar_process;
+use crate::common::start_sidecar_process;
 use serde_json::Value;
 use test_support::{installed_tool, workspace_root};
 
