@@ -119,6 +119,8 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [Self; 4] = [Self::Queued, Self::Running, Self::Succeeded, Self::Failed];
+
     /// The state as it is spelled on the wire and in the job record.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -149,13 +151,10 @@ pub struct UnknownJobState(String);
 impl FromStr for JobState {
     type Err = UnknownJobState;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "queued" => Ok(Self::Queued),
-            "running" => Ok(Self::Running),
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            other => Err(UnknownJobState(other.chars().take(64).collect())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| UnknownJobState(text.chars().take(64).collect()))
     }
 }
 
@@ -338,6 +337,11 @@ impl ToolError {
             code: Some(code),
         }
     }
+
+    /// The failure a tool result's `structuredContent` holds, if it has this shape.
+    pub fn from_structured_content(content: Option<&serde_json::Value>) -> Option<Self> {
+        content.and_then(|content| Self::deserialize(content).ok())
+    }
 }
 
 /// A code this contract names, or `None` for anything else (absent, null, another server's).
@@ -377,12 +381,7 @@ mod tests {
 
     #[test]
     fn states_and_codes_spell_as_they_serialize() {
-        for state in [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-        ] {
+        for state in JobState::ALL {
             assert_eq!(
                 serde_json::to_value(state).ok(),
                 Some(state.as_str().into())

@@ -216,10 +216,7 @@ impl ApiError {
     /// The error for a tool result with `isError: true`: the status follows the result's
     /// `code` when it has one (the sidecar's do), else 422.
     pub fn from_tool_failure(result: &CallToolResult) -> Self {
-        let failure = result
-            .structured_content
-            .clone()
-            .and_then(|content| serde_json::from_value::<ToolError>(content).ok());
+        let failure = ToolError::from_structured_content(result.structured_content.as_ref());
         let message = failure
             .as_ref()
             .map(|failure| failure.error.clone())

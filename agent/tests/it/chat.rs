@@ -22,6 +22,19 @@ async fn chat(stack: &Stack, message: &str) -> (StatusCode, Value) {
     (response.status(), response.json().await.unwrap())
 }
 
+/// The model was asked `requests` times, and the second request carried `tool_result` back
+/// (read out of the provider's request format by `sent_back`).
+fn assert_second_request_carried(
+    model: &FakeModel,
+    sent_back: &impl Fn(&Value) -> Value,
+    requests: usize,
+    tool_result: Value,
+) {
+    let bodies = model.bodies();
+    assert_eq!(bodies.len(), requests);
+    assert_eq!(sent_back(&bodies[1]), tool_result);
+}
+
 /// The tool loop's observable contract, whichever provider speaks it.
 async fn check_the_loop(
     stack: &Stack,
@@ -40,13 +53,7 @@ async fn check_the_loop(
         json!({"sum": 5}),
         "the sidecar ran it"
     );
-    let bodies = model.bodies();
-    assert_eq!(bodies.len(), 2);
-    assert_eq!(
-        tool_result_sent_back(&bodies[1]),
-        json!({"sum": 5}),
-        "the result went back to the model"
-    );
+    assert_second_request_carried(model, &tool_result_sent_back, 2, json!({"sum": 5}));
 
     // Arguments that are not a JSON object: that call gets a tool error, not the whole chat.
     model.set(Script::ArrayArgumentsFirst);
@@ -65,13 +72,8 @@ async fn check_the_loop(
         json!({"sum": 5}),
         "the corrected call ran"
     );
-    let bodies = model.bodies();
-    assert_eq!(bodies.len(), 3);
-    assert_eq!(
-        tool_result_sent_back(&bodies[1]),
-        json!({"error": error}),
-        "the model was told what was wrong"
-    );
+    // The model was told what was wrong.
+    assert_second_request_carried(model, &tool_result_sent_back, 3, json!({"error": error}));
 
     model.set(Script::NeverAnswer);
     let (status, error) = chat(stack, "Loop forever").await;

@@ -107,6 +107,27 @@ async fn remote_tools_are_listed_with_the_sidecars_namespaced_on_clash_and_carry
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_answer_that_breaks_the_job_contract_is_a_502_not_an_empty_job() {
+    let remote = RemoteMcp::start().await;
+    let stack = Stack::start("stateless", &[("MCP_SERVER_URL", remote.url.as_str())]);
+    stack.wait_ready(Duration::from_secs(20));
+    let response = reqwest::Client::new()
+        .post(stack.url("/v1/renders"))
+        .json(&json!({"spec": {"kind": "svg", "svg": "<svg/>", "width": 1, "height": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().get("location").is_none());
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("start_render") && message.contains("job_id"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_id_tokens_come_from_the_metadata_server_and_are_refreshed_before_expiry() {
     // google-cloud-auth fetches the next token 240 s before the current one expires, so tokens
     // that live 250 s are replaced after about 10 s, while they are still good for 4 minutes.
@@ -310,26 +331,5 @@ fn mistyped_server_settings_stop_the_start_naming_the_setting() {
     assert!(
         stderr.contains("server `search`: cannot set up Google ID-token credentials"),
         "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sidecar_answer_that_breaks_the_job_contract_is_a_502_not_an_empty_job() {
-    let remote = RemoteMcp::start().await;
-    let stack = Stack::start("stateless", &[("MCP_SERVER_URL", remote.url.as_str())]);
-    stack.wait_ready(Duration::from_secs(20));
-    let response = reqwest::Client::new()
-        .post(stack.url("/v1/renders"))
-        .json(&json!({"spec": {"kind": "svg", "svg": "<svg/>", "width": 1, "height": 1}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert!(response.headers().get("location").is_none());
-    let body: Value = response.json().await.unwrap();
-    let message = body["error"].as_str().unwrap();
-    assert!(
-        message.contains("start_render") && message.contains("job_id"),
-        "{body}"
     );
 }

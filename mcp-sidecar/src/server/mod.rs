@@ -271,10 +271,8 @@ impl ServerHandler for McpServer {
         let result = self.run_tool(request).instrument(span.clone()).await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
-                let failure = result
-                    .structured_content
-                    .clone()
-                    .and_then(|content| serde_json::from_value::<ToolError>(content).ok());
+                let failure =
+                    ToolError::from_structured_content(result.structured_content.as_ref());
                 let code = failure
                     .as_ref()
                     .and_then(|failure| failure.code)

@@ -509,18 +509,16 @@ async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_
         .unwrap();
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let answer: serde_json::Value =
-        crate::common::mcp_post(&reqwest::Client::new(), &sidecar.mcp_url())
-            .header("MCP-Protocol-Version", "2025-11-25")
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-            .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                      "params": {"name": "get_render_status", "arguments": {"job_id": job}}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "get_render_status", "arguments": {"job_id": job}}});
+    let response = crate::common::mcp_post(&reqwest::Client::new(), &sidecar.mcp_url())
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = response.json().await.unwrap();
     let result = &answer["result"];
     assert_eq!(result["isError"], true, "{answer}");
     assert_eq!(result["structuredContent"]["code"], "internal", "{answer}");
