@@ -41,6 +41,7 @@
     running: 'Rendering…',
     succeeded: 'Done.',
     failed: 'Failed.',
+    cancelled: 'Cancelled.',
   };
 
   const $ = (id) => document.getElementById(id);
@@ -237,7 +238,7 @@
   }
 
   function isTerminal(s) {
-    return s && (s.state === 'succeeded' || s.state === 'failed');
+    return s && (s.state === 'succeeded' || s.state === 'failed' || s.state === 'cancelled');
   }
 
   function fail(message, statusText) {
@@ -254,6 +255,10 @@
     if (s.state === 'failed') {
       const why = describeError(s.error) || 'no reason was given';
       fail('The render failed: ' + why, 'Failed.');
+      return;
+    }
+    if (s.state === 'cancelled') {
+      fail('The render was cancelled before it finished.', 'Cancelled.');
       return;
     }
     if (s.state !== 'succeeded') {

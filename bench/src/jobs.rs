@@ -128,7 +128,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
             let status = call(&client, "get_render_status", json!({"job_id": job_id})).await?;
             match status["state"].as_str() {
                 Some("succeeded") => break,
-                Some("failed") => bail!("job failed: {status}"),
+                Some("failed" | "cancelled") => bail!("job ended without a result: {status}"),
                 _ => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
@@ -175,7 +175,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
             let status = call(&client, "get_render_status", json!({"job_id": job_id})).await?;
             match status["state"].as_str() {
                 Some("succeeded") => break,
-                Some("failed") => bail!("job failed: {status}"),
+                Some("failed" | "cancelled") => bail!("job ended without a result: {status}"),
                 _ if Instant::now() > deadline => bail!("throughput run did not finish"),
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }

@@ -106,8 +106,8 @@ impl schemars::JsonSchema for JobId {
     }
 }
 
-/// The states of the job contract. `Succeeded` and `Failed` are terminal: once a job reaches
-/// one it never changes again.
+/// The states of the job contract. `Succeeded`, `Failed` and `Cancelled` are terminal: once a
+/// job reaches one it never changes again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
@@ -116,10 +116,17 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [Self; 4] = [Self::Queued, Self::Running, Self::Succeeded, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     /// The state as it is spelled on the wire and in the job record.
     pub fn as_str(self) -> &'static str {
@@ -128,12 +135,13 @@ impl JobState {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// True for the states a job never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -145,7 +153,7 @@ impl fmt::Display for JobState {
 
 /// Text that is not a [`JobState`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job state `{0}`: expected queued, running, succeeded or failed")]
+#[error("unknown job state `{0}`: expected queued, running, succeeded, failed or cancelled")]
 pub struct UnknownJobState(String);
 
 impl FromStr for JobState {
@@ -157,9 +165,6 @@ impl FromStr for JobState {
             .ok_or_else(|| UnknownJobState(text.chars().take(64).collect()))
     }
 }
-
-/// The error a cancelled job ends with (its state is `failed`).
-pub const CANCELLED: &str = "cancelled";
 
 /// Arguments of `start_render`. `Spec` is the render spec: the sidecar parses it into its own
 /// types; a client that only forwards a spec can use `serde_json::Value`.
@@ -214,7 +219,7 @@ impl From<&JobId> for JobIdInput {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ListRendersInput {
-    /// Only jobs in this state: queued, running, succeeded or failed (default: all).
+    /// Only jobs in this state: queued, running, succeeded, failed or cancelled (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<JobState>,
     /// How many jobs at most, 1 to 100 (default 20).
@@ -228,7 +233,7 @@ pub struct ListRendersInput {
 pub struct JobStatus {
     /// The job's id.
     pub job_id: JobId,
-    /// queued, running, succeeded or failed. succeeded and failed are final.
+    /// queued, running, succeeded, failed or cancelled. The last three are final.
     pub state: JobState,
     /// The pipeline stage in progress (1-based); 0 while queued; equals total_stages on success.
     pub stage: u32,
@@ -236,7 +241,7 @@ pub struct JobStatus {
     pub total_stages: u32,
     /// Progress in words, e.g. "[2/4] rasterizing".
     pub message: String,
-    /// Why the job failed ("cancelled" when it was cancelled). Present only when failed.
+    /// Why the job failed. Present only when failed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
 }
@@ -372,11 +377,12 @@ mod tests {
     }
 
     #[test]
-    fn only_succeeded_and_failed_are_terminal() {
+    fn only_succeeded_failed_and_cancelled_are_terminal() {
         assert!(!JobState::Queued.is_terminal());
         assert!(!JobState::Running.is_terminal());
         assert!(JobState::Succeeded.is_terminal());
         assert!(JobState::Failed.is_terminal());
+        assert!(JobState::Cancelled.is_terminal());
     }
 
     #[test]

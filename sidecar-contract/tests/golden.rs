@@ -53,7 +53,7 @@ fn start_render_answers_with_the_job_and_its_state() {
 }
 
 #[test]
-fn status_has_stage_progress_and_the_error_only_when_failed() {
+fn status_has_stage_progress_and_the_error_only_when_failed_and_cancelled_is_its_own_state() {
     let running = JobStatus {
         job_id: job_id(),
         state: JobState::Running,
@@ -65,7 +65,12 @@ fn status_has_stage_progress_and_the_error_only_when_failed() {
     assert_eq!(wire(&running), golden("job_status_running.json"));
     let failed = round_trip::<JobStatus>("job_status_failed.json");
     assert_eq!(failed.state, JobState::Failed);
-    assert_eq!(failed.error.as_deref(), Some(sidecar_contract::CANCELLED));
+    assert!(failed.error.is_some());
+    let cancelled = round_trip::<JobStatus>("job_status_cancelled.json");
+    assert_eq!(
+        (cancelled.state, cancelled.error),
+        (JobState::Cancelled, None)
+    );
 }
 
 #[test]

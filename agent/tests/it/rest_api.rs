@@ -344,3 +344,43 @@ async fn the_probes_and_the_web_page_are_served() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_render_ends_its_event_stream_with_done_in_the_cancelled_state() {
+    // No workers: the job stays queued until it is cancelled.
+    let stack = Stack::start_with("stateless", &[("RENDER_WORKERS", "0")], &[]);
+    stack.wait_ready(Duration::from_secs(20));
+    let http = reqwest::Client::new();
+    let started = http
+        .post(stack.url("/v1/renders"))
+        .json(&json!({"spec": {"kind": "svg", "svg": "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"}}))
+        .send()
+        .await
+        .unwrap();
+    let job = started.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = http
+        .get(stack.url(&format!("/v1/renders/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+
+    let cancelled = http
+        .post(stack.url("/v1/tools/cancel_render"))
+        .json(&json!({"job_id": job}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+
+    let events = read_events(events, Duration::from_secs(30)).await;
+    let done = events.last().unwrap();
+    assert_eq!(
+        (done.event.as_str(), done.data["state"].as_str()),
+        ("done", Some("cancelled")),
+        "{events:?}"
+    );
+    assert!(done.data.get("error").is_none() && done.data.get("result").is_none());
+}

@@ -4,7 +4,7 @@
 //! `sidecar-contract` crate, which the agent compiles against too; this module adds what only
 //! the sidecar knows.
 
-pub use sidecar_contract::{CANCELLED, InvalidJobId, JobId, JobResult, JobState, JobStatus};
+pub use sidecar_contract::{InvalidJobId, JobId, JobResult, JobState, JobStatus};
 
 /// Where a finished job's artifact is, as recorded with the job.
 #[derive(Debug, Clone, PartialEq)]

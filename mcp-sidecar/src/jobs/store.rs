@@ -24,9 +24,9 @@
 //! - **Bounded attempts**: a delivery beyond `max_attempts` fails the job, keeping the last error
 //!   (`gave up after N attempts; last error: …`). The attempt it gave up on, if its worker is
 //!   merely slow, learns at its next write that it lost the job.
-//! - **Cancellation** ends a queued or running job at once, failed with error [`CANCELLED`]; a
-//!   running attempt learns it at its next renewal. The scripts tell a cancel from any other
-//!   end by that error, so a worker is told "cancelled" only when someone cancelled the job.
+//! - **Cancellation** ends a queued or running job at once in its own terminal state,
+//!   `cancelled`; a running attempt learns it at its next renewal (and is told "cancelled" only
+//!   then, not when the job ended some other way).
 //! - **Expiry**: finished records expire after the configured TTL; their queue entries are
 //!   deleted when they finish, so the stream only holds live work (`XLEN` = queue depth).
 //! - **Bounded queue**: `enqueue` refuses a new job while `max_queued` entries are queued or
@@ -42,7 +42,7 @@ use redis::{
     streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
 };
 
-use super::model::{ArtifactRecord, CANCELLED, JobId, JobResult, JobState, JobStatus};
+use super::model::{ArtifactRecord, JobId, JobResult, JobState, JobStatus};
 use crate::digest::sha256_hex;
 
 /// How many job ids the recent list keeps.
@@ -442,8 +442,7 @@ impl JobStore {
             .key(self.queue_key())
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg(GROUP)
-            .arg(CANCELLED);
+            .arg(GROUP);
         let outcome: String = self.invoke(invocation).await?;
         if outcome == "missing" {
             return Err(StoreError::NotFound(id.clone()));
@@ -668,8 +667,7 @@ impl JobStore {
             .arg(now_ms())
             .arg(GROUP)
             .arg(worker)
-            .arg(&job.entry_id)
-            .arg(CANCELLED);
+            .arg(&job.entry_id);
         let outcome: String = self.invoke(invocation).await?;
         Ok(match outcome.as_str() {
             "running" => Ownership::Owned,
@@ -720,8 +718,7 @@ impl JobStore {
             .arg(self.ttl_ms())
             .arg(outcome.as_str())
             .arg(message)
-            .arg(error)
-            .arg(CANCELLED);
+            .arg(error);
         if let Some(artifact) = artifact {
             invocation
                 .arg(&artifact.key)

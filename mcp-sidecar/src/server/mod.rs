@@ -40,8 +40,8 @@ use serde_json::Value;
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract), a round-trip check \
 (echo), and rendering charts and SVG to images as background jobs: start_render returns a \
-job_id at once; poll get_render_status until state is succeeded or failed, then \
-get_render_result gives a download URL. Every result is JSON in structuredContent; failures \
+job_id at once; poll get_render_status until state is succeeded, failed or cancelled, \
+then get_render_result gives a download URL. Every result is JSON in structuredContent; failures \
 come back with isError true and an `error` message explaining what to change.";
 
 /// The tools this server offers, built once at start-up and shared by every session.
@@ -74,15 +74,16 @@ impl ToolCatalog {
                 START_RENDER,
                 "Start rendering a bar/line chart (to PNG or SVG) or an SVG document (to PNG) \
                  as a background job. Returns at once with {job_id, state: \"queued\"}. Then \
-                 poll get_render_status with the job_id until state is \"succeeded\" or \
-                 \"failed\" (small charts take well under a second), and call \
+                 poll get_render_status with the job_id until state is \"succeeded\", \
+                 \"failed\" or \"cancelled\" (small charts take well under a second), and call \
                  get_render_result for the download URL. An invalid spec is refused here with \
                  an error saying what to fix, and no job is created.",
             )?
             .annotate(mutating()),
             tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
                 GET_RENDER_STATUS,
-                "Get a render job's progress: state (queued, running, succeeded, failed), \
+                "Get a render job's progress: state (queued, running, succeeded, failed, \
+                 cancelled), \
                  stage and total_stages of its pipeline, a message like \"[2/4] rasterizing\", \
                  and the error when it failed. Answers at once; poll it about once a second.",
             )?,
@@ -94,7 +95,7 @@ impl ToolCatalog {
             )?,
             tool::<render::JobIdInput, crate::jobs::model::JobStatus>(
                 CANCEL_RENDER,
-                "Cancel a queued or running render job. It ends at once as failed with error \
+                "Cancel a queued or running render job. It ends at once in the state \
                  \"cancelled\". A job that already finished is left as it is. Returns the \
                  job's status afterwards.",
             )?

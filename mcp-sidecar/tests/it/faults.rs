@@ -68,7 +68,10 @@ impl TerminalWatch {
                                 .unwrap()
                                 .push(format!("{job}: {seen:?} became {row:?}"));
                         }
-                    } else if matches!(row[0].as_deref(), Some("succeeded" | "failed")) {
+                    } else if matches!(
+                        row[0].as_deref(),
+                        Some("succeeded" | "failed" | "cancelled")
+                    ) {
                         first.insert(job.clone(), row);
                     }
                 }

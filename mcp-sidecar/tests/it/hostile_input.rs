@@ -803,7 +803,10 @@ fn wait_terminal(wire: &Wire, job: &str) -> Value {
     loop {
         let status = wire.tool("get_render_status", &json!({ "job_id": job }));
         let status = status.tool_result()["structuredContent"].clone();
-        if status["state"] == "succeeded" || status["state"] == "failed" {
+        if matches!(
+            status["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
             return status;
         }
         assert!(Instant::now() < deadline, "job {job} still {status}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::redis_server::RedisServer;
 use mcp_sidecar::jobs::{
-    model::{ArtifactRecord, CANCELLED, JobId, JobState},
+    model::{ArtifactRecord, JobId, JobState},
     store::{
         ClaimedJob, Delivery, Enqueued, JobStore, Ownership, Progress, Recorded, StoreError,
         StoreSettings, StoredResult,
@@ -291,13 +291,12 @@ async fn attempts_are_bounded_and_the_last_error_is_kept() {
 }
 
 #[tokio::test]
-async fn cancelling_a_queued_job_fails_it_and_no_worker_runs_it() {
+async fn cancelling_a_queued_job_ends_it_cancelled_and_no_worker_runs_it() {
     let redis = RedisServer::start();
     let store = store(&redis, |_| {}).await;
     let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let status = store.cancel(&id).await.unwrap();
-    assert_eq!(status.state, JobState::Failed);
-    assert_eq!(status.error.as_deref(), Some("cancelled"));
+    assert_eq!((status.state, status.error), (JobState::Cancelled, None));
     assert!(
         deliver(&store, "w1").await.is_none(),
         "nothing left to deliver"
@@ -312,10 +311,7 @@ async fn cancelling_a_running_job_ends_it_at_once_and_the_worker_learns_of_it() 
     let id = store.enqueue(SPEC, 4, None, "").await.unwrap().id;
     let job = run(&store, "w1").await;
     let status = store.cancel(&id).await.unwrap();
-    assert_eq!(
-        (status.state, status.error.as_deref()),
-        (JobState::Failed, Some("cancelled"))
-    );
+    assert_eq!((status.state, status.error), (JobState::Cancelled, None));
     assert_eq!(
         store
             .renew(
@@ -334,10 +330,7 @@ async fn cancelling_a_running_job_ends_it_at_once_and_the_worker_learns_of_it() 
         store.succeed(&job, "done", &artifact(&id)).await.unwrap(),
         Recorded::Cancelled
     );
-    assert_eq!(
-        store.status(&id).await.unwrap().error.as_deref(),
-        Some("cancelled")
-    );
+    assert_eq!(store.status(&id).await.unwrap().state, JobState::Cancelled);
 }
 
 #[tokio::test]
@@ -369,9 +362,10 @@ async fn list_gives_recent_jobs_newest_first_filtered_by_state() {
     let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
     assert_eq!(listed, newest_first);
     assert_eq!(store.list(None, 2).await.unwrap().len(), 2);
-    let failed = store.list(Some(JobState::Failed), 10).await.unwrap();
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].job_id, ids[1]);
+    let cancelled = store.list(Some(JobState::Cancelled), 10).await.unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].job_id, ids[1]);
+    assert!(store.list(Some(JobState::Failed), 10).await.unwrap().is_empty());
     assert_eq!(
         store.list(Some(JobState::Queued), 10).await.unwrap().len(),
         4
@@ -455,7 +449,6 @@ async fn running_out_of_attempts_is_a_failure_with_the_last_error_not_a_cancella
         error.contains("attempt 2 stopped: its worker stopped renewing the lease"),
         "{error}"
     );
-    assert_ne!(error, CANCELLED);
     // The stalled worker wakes up: the job went on without it.
     assert_eq!(
         store.renew(&stalled, "stalled", None).await.unwrap(),

@@ -291,7 +291,7 @@ async fn rendering_never_reads_local_files_or_fetches_urls() {
 }
 
 #[tokio::test]
-async fn cancelling_a_queued_job_fails_it_and_it_never_runs() {
+async fn cancelling_a_queued_job_ends_it_cancelled_and_it_never_runs() {
     // No workers: jobs stay queued.
     let sidecar = spawn_sidecar(|config| config.render_workers = Some(0)).await;
     let client = mcp_client(&sidecar.mcp_url()).await;
@@ -299,8 +299,10 @@ async fn cancelling_a_queued_job_fails_it_and_it_never_runs() {
     let cancelled = structured_ok(&call(&client, "cancel_render", json!({"job_id": job})).await);
     assert_eq!(
         (cancelled["state"].clone(), cancelled["error"].clone()),
-        (json!("failed"), json!("cancelled"))
+        (json!("cancelled"), json!(null))
     );
+    let listed = structured_ok(&call(&client, "list_renders", json!({"state": "cancelled"})).await);
+    assert_eq!(listed["jobs"][0]["job_id"], job.as_str(), "{listed}");
 
     // Workers joining later on the same Redis and prefix do not run it.
     let prefix = sidecar.key_prefix.clone();
@@ -316,7 +318,7 @@ async fn cancelling_a_queued_job_fails_it_and_it_never_runs() {
     let again = status(&client, &job).await;
     assert_eq!(
         (again["state"].clone(), again["error"].clone()),
-        (json!("failed"), json!("cancelled"))
+        (json!("cancelled"), json!(null))
     );
     let result = result(&client, &job).await;
     assert_eq!(result["ready"], false);
@@ -324,7 +326,7 @@ async fn cancelling_a_queued_job_fails_it_and_it_never_runs() {
 }
 
 #[tokio::test]
-async fn cancelling_a_running_job_ends_it_failed_and_it_stays_failed() {
+async fn cancelling_a_running_job_ends_it_cancelled_and_it_stays_cancelled() {
     let sidecar = spawn_sidecar(|config| config.render_workers = Some(1)).await;
     let client = mcp_client(&sidecar.mcp_url()).await;
     // A render slow enough to catch it running: large canvas, heavy blur.
@@ -353,7 +355,7 @@ async fn cancelling_a_running_job_ends_it_failed_and_it_stays_failed() {
     let cancelled = structured_ok(&call(&client, "cancel_render", json!({"job_id": job})).await);
     assert_eq!(
         (cancelled["state"].clone(), cancelled["error"].clone()),
-        (json!("failed"), json!("cancelled"))
+        (json!("cancelled"), json!(null))
     );
     // Whatever the worker was doing, the terminal state does not change afterwards.
     for _ in 0..20 {
@@ -361,7 +363,7 @@ async fn cancelling_a_running_job_ends_it_failed_and_it_stays_failed() {
         let later = status(&client, &job).await;
         assert_eq!(
             (later["state"].clone(), later["error"].clone()),
-            (json!("failed"), json!("cancelled"))
+            (json!("cancelled"), json!(null))
         );
     }
     client.cancel().await.unwrap();

@@ -1,12 +1,12 @@
--- Cancels a queued or running job: it ends failed with error ARGV[4] ("cancelled") at once.
--- A running attempt learns of it at its next lease renewal and stops. Terminal jobs are left
--- as they are.
+-- Cancels a queued or running job: it ends in the terminal state 'cancelled' at once. A
+-- running attempt learns of it at its next lease renewal and stops. Terminal jobs are left as
+-- they are.
 -- KEYS: 1 job hash, 2 queue stream
--- ARGV: 1 now (ms), 2 finished TTL (ms), 3 group, 4 the error a cancelled job ends with
+-- ARGV: 1 now (ms), 2 finished TTL (ms), 3 group
 local job = redis.call('HMGET', KEYS[1], 'state', 'entry')
 if not job[1] then return 'missing' end
 if job[1] ~= 'queued' and job[1] ~= 'running' then return job[1] end
-redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[4], 'message', ARGV[4],
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'message', 'cancelled',
   'updated_at', ARGV[1], 'finished_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'spec')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -1,18 +1,17 @@
 -- Records the outcome of a running attempt, if that attempt still owns the job.
--- Returns 'done'; when the outcome was not recorded, 'cancelled' after a cancel, the job's
--- state when it ended some other way ('failed' when another worker gave up on it after its
--- last attempt, for one), 'superseded' when a newer attempt owns the job, or 'missing'.
+-- Returns 'done'; when the outcome was not recorded, the job's state when it ended otherwise
+-- ('cancelled' after a cancel; 'failed' when another worker gave up on it after its last
+-- attempt, for one), 'superseded' when a newer attempt owns the job, or 'missing'.
 -- KEYS: 1 job hash, 2 queue stream
 -- ARGV: 1 attempt, 2 entry id, 3 group, 4 now (ms), 5 finished TTL (ms),
---       6 'succeeded' or 'failed', 7 message, 8 error, 9 the error a cancelled job ends with,
---       10 artifact key, 11 content type, 12 bytes, 13 sha256 (success only)
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'total_stages', 'error')
-if job[1] == 'failed' and job[4] == ARGV[9] then return 'cancelled' end
+--       6 'succeeded' or 'failed', 7 message, 8 error,
+--       9 artifact key, 10 content type, 11 bytes, 12 sha256 (success only)
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'total_stages')
 if job[1] ~= 'running' then return job[1] or 'missing' end
 if job[2] ~= ARGV[1] then return 'superseded' end
 if ARGV[6] == 'succeeded' then
   redis.call('HSET', KEYS[1], 'state', 'succeeded', 'stage', job[3], 'message', ARGV[7],
-    'artifact', ARGV[10], 'content_type', ARGV[11], 'bytes', ARGV[12], 'sha256', ARGV[13],
+    'artifact', ARGV[9], 'content_type', ARGV[10], 'bytes', ARGV[11], 'sha256', ARGV[12],
     'updated_at', ARGV[4], 'finished_at', ARGV[4])
 else
   redis.call('HSET', KEYS[1], 'state', 'failed', 'message', ARGV[7], 'error', ARGV[8],

@@ -1,13 +1,11 @@
 -- Progress report and lease renewal for a running attempt, in one round trip.
--- Returns 'running' while the attempt still owns the job; otherwise 'cancelled' when it was
--- cancelled, the job's state when it ended some other way ('failed' when another worker gave up
--- on it after its last attempt, for one), 'superseded' when a newer attempt owns it, or
--- 'missing'.
+-- Returns 'running' while the attempt still owns the job; otherwise the job's state when it
+-- ended ('cancelled' after a cancel; 'failed' when another worker gave up on it after its last
+-- attempt, for one), 'superseded' when a newer attempt owns it, or 'missing'.
 -- KEYS: 1 job hash, 2 queue stream
 -- ARGV: 1 attempt, 2 stage ("" for a bare lease renewal), 3 message, 4 now (ms),
---       5 group, 6 worker name, 7 entry id, 8 the error a cancelled job ends with
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'error')
-if job[1] == 'failed' and job[3] == ARGV[8] then return 'cancelled' end
+--       5 group, 6 worker name, 7 entry id
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempts')
 if job[1] ~= 'running' then return job[1] or 'missing' end
 if job[2] ~= ARGV[1] then return 'superseded' end
 if ARGV[2] ~= '' then

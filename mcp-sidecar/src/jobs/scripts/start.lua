@@ -11,7 +11,7 @@ local job = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'last_error', 'ent
 local state = job[1]
 if not state then drop_entry(); return {'missing'} end
 if job[4] ~= ARGV[1] then drop_entry(); return {'stale'} end
-if state == 'succeeded' or state == 'failed' then drop_entry(); return {'terminal'} end
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then drop_entry(); return {'terminal'} end
 local last_error = job[3]
 if state == 'running' then
   -- Reclaimed: the worker holding the previous attempt stopped renewing its lease.

@@ -46,7 +46,10 @@ pub async fn wait_terminal(
         if messages.last() != Some(&message) {
             messages.push(message);
         }
-        if status["state"] == "succeeded" || status["state"] == "failed" {
+        if matches!(
+            status["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
             return (status, messages);
         }
         assert!(
@@ -68,7 +71,10 @@ pub async fn wait_all_terminal(client: &McpClient, jobs: &[String], stall: Durat
         for (job, slot) in jobs.iter().zip(finished.iter_mut()) {
             if slot.is_none() {
                 let status = status(client, job).await;
-                if status["state"] == "succeeded" || status["state"] == "failed" {
+                if matches!(
+                    status["state"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                ) {
                     *slot = Some(status);
                     progressed = true;
                 }
