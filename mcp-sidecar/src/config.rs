@@ -49,9 +49,10 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "8s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Redis holding the render jobs and their queue, e.g. `redis://10.0.0.3:6379` or
-    /// `redis://:password@host:6379/0`. The sidecar starts without it and reports not-ready
-    /// on /readyz until it answers.
+    /// Redis holding the render jobs and their queue, e.g. `redis://10.0.0.3:6379`,
+    /// `redis://:password@host:6379/0`, or `rediss://host:6378` for TLS (Memorystore's
+    /// in-transit encryption). The sidecar starts without it and reports not-ready on /readyz,
+    /// with the reason, until it answers.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -59,6 +60,22 @@ pub struct Config {
         hide_env_values = true
     )]
     pub redis_url: Secret,
+
+    /// PEM file of the CA that signed the Redis server's certificate, for `rediss://` URLs:
+    /// Memorystore's server CA (`gcloud redis instances describe NAME --region R
+    /// --format='value(serverCaCerts[0].cert)'`). Without it, `rediss://` trusts the system's
+    /// root certificates.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// Redis AUTH password, when it is not in REDIS_URL (e.g. a Secret Manager secret exposed
+    /// as this variable). Never logged. Overrides a password in the URL.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+
+    /// Redis ACL user for AUTH, when it is not in REDIS_URL (default: the `default` user).
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
 
     /// Prefix of every Redis key this deployment uses; give each deployment sharing a Redis
     /// its own.
@@ -196,6 +213,13 @@ impl Config {
         }
         if self.job_lease < Duration::from_millis(300) {
             return Err("JOB_LEASE must be at least 300ms".into());
+        }
+        if self.redis_ca_file.is_some() && !self.redis_url.expose().starts_with("rediss://") {
+            return Err(
+                "REDIS_CA_FILE is set but REDIS_URL is not a rediss:// (TLS) URL; use rediss:// \
+                 for a server with in-transit encryption, or unset REDIS_CA_FILE"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -51,6 +51,8 @@ pub enum StartupError {
     Catalog(#[from] CatalogError),
     #[error("job store: {0}")]
     Store(#[from] StoreError),
+    #[error("Redis: {0}")]
+    Redis(#[from] jobs::connection::ConnectionError),
     #[error("artifact store: {0}")]
     Artifacts(#[from] ArtifactError),
 }
@@ -94,8 +96,14 @@ impl App {
             source,
         })?;
 
-        let store = JobStore::new(
+        let redis = jobs::connection::redis_client(
             config.redis_url.expose(),
+            config.redis_ca_file.as_deref(),
+            config.redis_username.as_deref(),
+            config.redis_password.as_ref().map(config::Secret::expose),
+        )?;
+        let store = JobStore::with_client(
+            redis,
             StoreSettings {
                 key_prefix: config.redis_key_prefix.clone(),
                 finished_ttl: config.job_ttl,

@@ -1,4 +1,6 @@
-//! A real `redis-server` on a free loopback port, in its own temporary directory.
+//! A real `redis-server` on a free loopback port, in its own temporary directory; plain, or
+//! as Memorystore runs it with in-transit encryption and AUTH (TLS with a CA the test makes
+//! with `openssl`, and `requirepass`).
 
 use std::{
     path::PathBuf,
@@ -11,6 +13,109 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     appendonly: bool,
+    secured: Option<Secured>,
+}
+
+/// TLS and AUTH settings of a [`RedisServer::start_secured`] server.
+#[derive(Debug, Clone)]
+pub struct Secured {
+    pub ca: TestCa,
+    pub password: String,
+}
+
+/// A certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, made with `openssl` in a temporary directory.
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    /// The CA's certificate (PEM): what a client trusts.
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    pub fn generate() -> Self {
+        let dir = crate::temp_dir("test-ca");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs (Debian: apt-get install openssl)");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=redis-test-ca",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Self {
+            ca_cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }
 
 impl RedisServer {
@@ -22,12 +127,22 @@ impl RedisServer {
     /// Starts redis-server; with `appendonly`, every write is fsynced to an AOF so a restart
     /// keeps acknowledged data.
     pub fn start_with(appendonly: bool) -> Self {
-        let dir = crate::temp_dir("redis-test");
+        Self::launched(appendonly, None)
+    }
+
+    /// Starts redis-server that speaks only TLS (its certificate signed by `secured.ca`) and
+    /// requires `secured.password`, as Memorystore does with in-transit encryption and AUTH.
+    pub fn start_secured(secured: Secured) -> Self {
+        Self::launched(false, Some(secured))
+    }
+
+    fn launched(appendonly: bool, secured: Option<Secured>) -> Self {
         let mut server = Self {
             port: crate::free_port(),
-            dir,
+            dir: crate::temp_dir("redis-test"),
             child: None,
             appendonly,
+            secured,
         };
         server.launch();
         server
@@ -35,8 +150,20 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let mut command = Command::new("redis-server");
+        let port = self.port.to_string();
+        match &self.secured {
+            None => command.args(["--bind", "127.0.0.1", "--port", &port]),
+            Some(Secured { ca, password }) => command
+                .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(&ca.server_cert)
+                .arg("--tls-key-file")
+                .arg(&ca.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&ca.ca_cert)
+                .args(["--tls-auth-clients", "no", "--requirepass", password]),
+        };
         command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--save",
                 "",
@@ -63,7 +190,7 @@ impl RedisServer {
 
     fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).expect("redis url");
+        let client = self.client();
         while Instant::now() < deadline {
             if let Ok(mut connection) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut connection).is_ok()
@@ -75,8 +202,31 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// The URL a client uses: `redis://127.0.0.1:port`, or for a secured server
+    /// `rediss://:password@127.0.0.1:port` (its CA is in [`RedisServer::secured`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.secured {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(secured) => format!("rediss://:{}@127.0.0.1:{}", secured.password, self.port),
+        }
+    }
+
+    pub fn secured(&self) -> Option<&Secured> {
+        self.secured.as_ref()
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.secured {
+            None => redis::Client::open(self.url()),
+            Some(secured) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&secured.ca.ca_cert).expect("the test CA")),
+                },
+            ),
+        }
+        .expect("a client for the test redis")
     }
 
     /// Stops the server abruptly (SIGKILL): whatever was not persisted is lost.
@@ -95,8 +245,8 @@ impl RedisServer {
 
     /// A synchronous connection for assertions on raw keys.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|client| client.get_connection())
+        self.client()
+            .get_connection()
             .expect("a connection to the test redis")
     }
 }

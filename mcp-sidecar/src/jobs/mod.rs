@@ -1,5 +1,6 @@
 //! Durable render jobs: the job model, the Redis store and queue, and the worker that runs them.
 
+pub mod connection;
 pub mod model;
 pub mod store;
 pub mod worker;

@@ -75,7 +75,7 @@ pub enum StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(error: redis::RedisError) -> Self {
-        Self::Unavailable(error.to_string())
+        Self::Unavailable(super::connection::explain(&error))
     }
 }
 
@@ -241,6 +241,12 @@ impl JobStore {
     pub fn new(redis_url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
         let client = Client::open(redis_url)
             .map_err(|error| StoreError::Unavailable(format!("bad REDIS_URL: {error}")))?;
+        Self::with_client(client, settings)
+    }
+
+    /// [`JobStore::new`] with a client already set up (TLS, credentials: see
+    /// [`super::connection`]).
+    pub fn with_client(client: Client, settings: StoreSettings) -> Result<Self, StoreError> {
         let connection = ConnectionManager::new_lazy_with_config(
             client.clone(),
             connection_config(settings.operation_timeout),

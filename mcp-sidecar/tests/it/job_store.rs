@@ -365,7 +365,13 @@ async fn list_gives_recent_jobs_newest_first_filtered_by_state() {
     let cancelled = store.list(Some(JobState::Cancelled), 10).await.unwrap();
     assert_eq!(cancelled.len(), 1);
     assert_eq!(cancelled[0].job_id, ids[1]);
-    assert!(store.list(Some(JobState::Failed), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .list(Some(JobState::Failed), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store.list(Some(JobState::Queued), 10).await.unwrap().len(),
         4

@@ -19,4 +19,5 @@ mod job_store;
 mod load;
 mod mcp_protocol;
 mod peers;
+mod redis_tls;
 mod render_jobs;
