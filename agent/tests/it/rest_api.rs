@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Stack, read_events};
+use crate::common::{Stack, read_events, start_render_with_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -351,21 +351,12 @@ async fn a_cancelled_render_ends_its_event_stream_with_done_in_the_cancelled_sta
     let stack = Stack::start_with("stateless", &[("RENDER_WORKERS", "0")], &[]);
     stack.wait_ready(Duration::from_secs(20));
     let http = reqwest::Client::new();
-    let started = http
-        .post(stack.url("/v1/renders"))
-        .json(&json!({"spec": {"kind": "svg", "svg": "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"}}))
-        .send()
-        .await
-        .unwrap();
-    let job = started.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let events = http
-        .get(stack.url(&format!("/v1/renders/{job}/events")))
-        .send()
-        .await
-        .unwrap();
+    let (job, events) = start_render_with_events(
+        &http,
+        &stack,
+        json!({"kind": "svg", "svg": "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"}),
+    )
+    .await;
 
     let cancelled = http
         .post(stack.url("/v1/tools/cancel_render"))

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Stack, read_events};
+use crate::common::{Stack, read_events, start_render_with_events};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -28,26 +28,13 @@ async fn sigterm_under_rest_load_with_an_open_sse_stream_drains_and_exits_zero()
     let mut stack = Stack::start_with("stateless", &[("RENDER_WORKERS", "0")], &[]);
     let http = reqwest::Client::new();
 
-    let accepted = http
-        .post(stack.url("/v1/renders"))
-        .json(
-            &json!({"spec": {"kind": "chart", "width": 64, "height": 64, "chart": {
-            "type": "bar", "series": [{"name": "a", "points": [[1, 2]]}]}}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let job = accepted.json::<serde_json::Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stream = http
-        .get(stack.url(&format!("/v1/renders/{job}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
+    let (job, stream) = start_render_with_events(
+        &http,
+        &stack,
+        json!({"kind": "chart", "width": 64, "height": 64, "chart": {
+            "type": "bar", "series": [{"name": "a", "points": [[1, 2]]}]}}),
+    )
+    .await;
     let events = tokio::spawn(read_events(stream, Duration::from_secs(30)));
 
     // REST load: each client calls `add` until the agent stops answering. Every answer that

@@ -174,6 +174,33 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// Starts a render of `spec` through the agent (202) and opens its SSE stream (200); returns
+/// the job id and the open stream.
+pub async fn start_render_with_events(
+    http: &reqwest::Client,
+    stack: &Stack,
+    spec: Value,
+) -> (String, reqwest::Response) {
+    let accepted = http
+        .post(stack.url("/v1/renders"))
+        .json(&serde_json::json!({ "spec": spec }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+    let job = accepted.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream = http
+        .get(stack.url(&format!("/v1/renders/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), reqwest::StatusCode::OK);
+    (job, stream)
+}
+
 /// One server-sent event.
 #[derive(Debug, Clone)]
 pub struct SseEvent {
