@@ -149,32 +149,25 @@ fn standard_schema(schema: &JsonObject) -> Arc<JsonObject> {
 }
 
 fn strip_rust_formats(schema: &mut JsonObject) {
-    let range = match schema.get("format").and_then(Value::as_str) {
-        Some("uint8") => Some((0, i128::from(u8::MAX))),
-        Some("uint16") => Some((0, i128::from(u16::MAX))),
-        Some("uint32") => Some((0, i128::from(u32::MAX))),
-        Some("uint64" | "uint") => Some((0, i128::from(u64::MAX))),
-        Some("int8") => Some((i128::from(i8::MIN), i128::from(i8::MAX))),
-        Some("int16") => Some((i128::from(i16::MIN), i128::from(i16::MAX))),
-        Some("int32") => Some((i128::from(i32::MIN), i128::from(i32::MAX))),
-        Some("int64" | "int") => Some((i128::from(i64::MIN), i128::from(i64::MAX))),
-        Some("float" | "double") => None,
-        _ => {
-            for value in schema.values_mut() {
-                strip_nested(value);
-            }
-            return;
-        }
+    let format = schema.get("format").and_then(Value::as_str);
+    let range: Option<(Value, Value)> = match format {
+        Some("uint8") => Some((0.into(), u8::MAX.into())),
+        Some("uint16") => Some((0.into(), u16::MAX.into())),
+        Some("uint32") => Some((0.into(), u32::MAX.into())),
+        Some("uint64" | "uint") => Some((0.into(), u64::MAX.into())),
+        Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+        Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+        Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+        Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+        _ => None,
     };
-    schema.remove("format");
+    if range.is_some() || matches!(format, Some("float" | "double")) {
+        schema.remove("format");
+    }
     if let Some((minimum, maximum)) = range {
         // A bound the type already has (schemars writes `minimum: 0` for unsigned) stays.
-        schema
-            .entry("minimum")
-            .or_insert_with(|| json_integer(minimum));
-        schema
-            .entry("maximum")
-            .or_insert_with(|| json_integer(maximum));
+        schema.entry("minimum").or_insert(minimum);
+        schema.entry("maximum").or_insert(maximum);
     }
     for value in schema.values_mut() {
         strip_nested(value);
@@ -187,14 +180,6 @@ fn strip_nested(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(strip_nested),
         _ => {}
     }
-}
-
-/// An integer bound as JSON: every bound above fits an `i64` or a `u64`.
-fn json_integer(bound: i128) -> Value {
-    i64::try_from(bound)
-        .map(Value::from)
-        .or_else(|_| u64::try_from(bound).map(Value::from))
-        .unwrap_or(Value::Null)
 }
 
 /// Annotations of the tools that change state (start and cancel jobs).
