@@ -111,6 +111,17 @@ pub struct Config {
     #[arg(long, env = "JOB_TTL", default_value = "24h", value_parser = parse_duration)]
     pub job_ttl: Duration,
 
+    /// How often clients following a render as an MCP task are asked to poll `tasks/get`
+    /// (its `pollIntervalMs`), e.g. `500ms`. Clients listening with `subscriptions/listen`
+    /// are told of each change as it happens instead.
+    #[arg(long, env = "TASK_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub task_poll_interval: Duration,
+
+    /// Largest PNG (bytes) that a finished render's result also carries inline, as an `image`
+    /// block a model can look at; larger ones, and SVG, come as a link only. 0: never inline.
+    #[arg(long, env = "TASK_INLINE_IMAGE_MAX_BYTES", default_value_t = 256 * 1024)]
+    pub task_inline_image_max_bytes: u64,
+
     /// Where artifacts go: `local` (files under ARTIFACT_DIR, served at /files) or `gcs`
     /// (the GCS_BUCKET bucket, V4 signed URLs).
     #[arg(long, env = "ARTIFACT_STORE", value_enum, default_value_t = ArtifactStoreKind::Local)]
@@ -210,6 +221,9 @@ impl Config {
         }
         if self.job_max_attempts == 0 {
             return Err("JOB_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.task_poll_interval < Duration::from_millis(10) {
+            return Err("TASK_POLL_INTERVAL must be at least 10ms".into());
         }
         if self.job_lease < Duration::from_millis(300) {
             return Err("JOB_LEASE must be at least 300ms".into());

@@ -30,11 +30,14 @@ use crate::{
     config::{ArtifactStoreKind, Config, SessionMode},
     http::{HttpState, InFlight, McpService},
     jobs::{
+        events::TaskEvents,
         store::{JobStore, StoreError, StoreSettings},
         worker::{RenderWorker, WorkerContext},
     },
     render::Renderer,
-    server::{CatalogError, McpServer, Shared, ToolCatalog, render::RenderTools},
+    server::{
+        CatalogError, McpServer, Shared, ToolCatalog, render::RenderTools, tasks::TaskSettings,
+    },
 };
 
 /// Why the sidecar could not start.
@@ -103,7 +106,7 @@ impl App {
             config.redis_password.as_ref().map(config::Secret::expose),
         )?;
         let store = JobStore::with_client(
-            redis,
+            redis.clone(),
             StoreSettings {
                 key_prefix: config.redis_key_prefix.clone(),
                 finished_ttl: config.job_ttl,
@@ -118,6 +121,7 @@ impl App {
             tracing::warn!(%error, "Redis is not reachable yet; /readyz reports 503 until it is");
         }
         let artifacts = artifact_store(&config, local_addr).await?;
+        let events = TaskEvents::start(redis, store.events_channel(), shutdown.clone());
 
         let shared = Arc::new(Shared {
             catalog: ToolCatalog::new()?,
@@ -125,6 +129,12 @@ impl App {
                 store: store.clone(),
                 artifacts: artifacts.clone(),
                 signed_url_ttl: config.signed_url_ttl,
+                events,
+                tasks: TaskSettings {
+                    poll_interval: config.task_poll_interval,
+                    inline_image_max_bytes: config.task_inline_image_max_bytes,
+                    render_timeout: config.render_timeout,
+                },
             },
         });
         // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)
@@ -132,6 +142,7 @@ impl App {
         // before SIGTERM has been answered.
         let sessions = CancellationToken::new();
         let in_flight = InFlight::default();
+        let render = shared.render.clone();
         let mcp = mcp_service(&config, shared, sessions.clone());
         let state = Arc::new(HttpState {
             mcp,
@@ -142,6 +153,7 @@ impl App {
                 .map(|token| http::token_digest(token.expose())),
             store: store.clone(),
             artifacts: artifacts.clone(),
+            render,
             in_flight: in_flight.clone(),
             shutdown: shutdown.clone(),
         });

@@ -24,6 +24,9 @@ pub mod tool {
     pub const GET_RENDER_RESULT: &str = "get_render_result";
     pub const CANCEL_RENDER: &str = "cancel_render";
     pub const LIST_RENDERS: &str = "list_renders";
+    /// Renders and answers with the artifact: a task (MCP Tasks extension) for a client that
+    /// declares the extension, otherwise a call that waits for the render.
+    pub const RENDER: &str = "render";
 }
 
 /// A render job's id: 32 lowercase hex digits (a UUIDv7, so ids sort by creation time).
@@ -274,6 +277,25 @@ pub struct JobResult {
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+}
+
+/// What `render` returns once the render succeeded (the `structuredContent` of its result,
+/// and of a completed task's inlined result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RenderOutput {
+    /// The render job's id (also the task's id); get_render_result gives a fresh URL later.
+    pub job_id: JobId,
+    /// A time-limited download URL for the artifact (signed).
+    pub url: String,
+    /// When the URL stops working, RFC 3339 UTC.
+    pub expires_at: String,
+    /// The artifact's media type: image/png or image/svg+xml.
+    pub content_type: String,
+    /// The artifact's size in bytes.
+    pub bytes: u64,
+    /// Hex SHA-256 of the artifact, to check a download.
+    pub sha256: String,
 }
 
 /// Result of `list_renders`.

@@ -140,6 +140,33 @@ impl GcsStore {
         }
     }
 
+    /// The artifact's bytes, if there are at most `max` of them.
+    pub async fn read(
+        &self,
+        job: &JobId,
+        kind: OutputKind,
+        max: u64,
+    ) -> Result<bytes::Bytes, ArtifactError> {
+        let name = object_name(job, kind);
+        let failed = |error: &dyn std::fmt::Display| {
+            ArtifactError::new(format!("reading gs://{}/{name} failed: {error}", self.bucket))
+        };
+        let mut response = self
+            .client
+            .read_object(self.bucket_path(), &name)
+            .send()
+            .await
+            .map_err(|error| failed(&error))?;
+        let mut contents = Vec::new();
+        while let Some(chunk) = response.next().await.transpose().map_err(|e| failed(&e))? {
+            if (contents.len() + chunk.len()) as u64 > max {
+                return Err(failed(&format!("the object is larger than {max} bytes")));
+            }
+            contents.extend_from_slice(&chunk);
+        }
+        Ok(bytes::Bytes::from(contents))
+    }
+
     pub async fn signed_url(
         &self,
         job: &JobId,

@@ -112,6 +112,23 @@ impl LocalStore {
         }
     }
 
+    /// The artifact's bytes, if there are at most `max` of them.
+    pub fn read(&self, job: &JobId, kind: OutputKind, max: u64) -> Result<Vec<u8>, ArtifactError> {
+        use std::io::Read;
+        let path = self.path(job, kind);
+        let failed =
+            |error: &dyn std::fmt::Display| ArtifactError::new(format!("reading {}: {error}", path.display()));
+        let file = std::fs::File::open(&path).map_err(|error| failed(&error))?;
+        let mut contents = Vec::new();
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut contents)
+            .map_err(|error| failed(&error))?;
+        if contents.len() as u64 > max {
+            return Err(failed(&format!("the file is larger than {max} bytes")));
+        }
+        Ok(contents)
+    }
+
     fn signature(&self, job: &str, expires: u64) -> HmacSha256 {
         // HMAC accepts keys of any length.
         let mut mac = HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());

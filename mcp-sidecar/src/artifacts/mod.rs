@@ -106,6 +106,29 @@ impl ArtifactStore {
         }
     }
 
+    /// The bytes of the artifact of `record`, if there are at most `max` of them.
+    pub async fn read(
+        &self,
+        job: &JobId,
+        record: &ArtifactRecord,
+        max: u64,
+    ) -> Result<bytes::Bytes, ArtifactError> {
+        let kind = kind_of(&record.key).ok_or_else(|| {
+            ArtifactError::new(format!("artifact `{}` has no known type", record.key))
+        })?;
+        match self {
+            Self::Local(store) => {
+                let store = store.clone();
+                let job = job.clone();
+                tokio::task::spawn_blocking(move || store.read(&job, kind, max))
+                    .await
+                    .map_err(|error| ArtifactError::new(format!("read task: {error}")))?
+                    .map(bytes::Bytes::from)
+            }
+            Self::Gcs(store) => store.read(job, kind, max).await,
+        }
+    }
+
     /// What `/readyz` reports about the store.
     pub fn describe(&self) -> String {
         match self {

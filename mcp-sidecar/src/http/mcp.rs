@@ -48,7 +48,7 @@ pub enum McpService {
 }
 
 impl McpService {
-    async fn handle(&self, request: http::Request<Full<Bytes>>) -> Response {
+    pub(super) async fn handle(&self, request: http::Request<Full<Bytes>>) -> Response {
         match self {
             Self::Stateless(service) => service.handle(request).await.map(Body::new),
             Self::Stateful(service) => service.handle(request).await.map(Body::new),
@@ -95,8 +95,8 @@ pub(super) async fn mcp_endpoint(
     }
 
     // A session's GET stream lasts as long as the session; shutdown closes it.
-    let in_flight = (request.method() != Method::GET).then(|| state.in_flight.enter());
-    let (parts, body) = request.into_parts();
+    let mut in_flight = (request.method() != Method::GET).then(|| state.in_flight.enter());
+    let (mut parts, body) = request.into_parts();
     // GET (SSE stream) and DELETE (end session) carry no body worth reading.
     let body = if parts.method == Method::POST {
         let mut envelope = EnvelopeScanner::default();
@@ -122,6 +122,31 @@ pub(super) async fn mcp_endpoint(
     } else {
         Bytes::new()
     };
+
+    // Two requests of the tasks extension need the edge; a client on 2026-07-28 names every
+    // request's method in `Mcp-Method` (rmcp refuses it missing or unlike the body's), so only
+    // requests saying these methods have their body parsed here.
+    let method = parts
+        .headers
+        .get("mcp-method")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    match method.as_deref() {
+        Some("subscriptions/listen") => {
+            if let Ok(request) = serde_json::from_slice::<Value>(&body)
+                && request.get("method").and_then(Value::as_str) == Some("subscriptions/listen")
+                && super::listen::requested_task_ids(&request).is_some()
+            {
+                // Lasts until the client goes; ends at shutdown without holding up the drain.
+                drop(in_flight.take());
+                return super::listen::listen(&state, parts, request).await;
+            }
+        }
+        Some(method @ ("tasks/get" | "tasks/update" | "tasks/cancel")) => {
+            name_the_task(&mut parts.headers, method, &body);
+        }
+        _ => {}
+    }
 
     let declares_json = is_json_content_type(&parts.headers);
     let is_delete = parts.method == Method::DELETE;
@@ -163,6 +188,30 @@ pub(super) async fn mcp_endpoint(
             )
         }),
         _ => response,
+    }
+}
+
+/// The tasks extension says a *client* MUST send `Mcp-Name: <taskId>` on `tasks/*`, and says
+/// nothing of a server's duty when it is missing; the clients that exist omit it (FastMCP's
+/// with fastmcp-tasks 4.1.4, the MCP Inspector), while rmcp refuses such a request with
+/// `-32020`. A missing `Mcp-Name` is therefore taken to be the body's `taskId`; one that is
+/// present is left for rmcp to check against the body (a mismatch is still refused).
+fn name_the_task(headers: &mut HeaderMap, method: &str, body: &[u8]) {
+    if headers.contains_key("mcp-name") {
+        return;
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    if request.get("method").and_then(Value::as_str) != Some(method) {
+        return;
+    }
+    if let Some(value) = request
+        .pointer("/params/taskId")
+        .and_then(Value::as_str)
+        .and_then(|task_id| header::HeaderValue::from_str(task_id).ok())
+    {
+        headers.insert("mcp-name", value);
     }
 }
 

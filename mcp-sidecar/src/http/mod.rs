@@ -3,6 +3,7 @@
 //! | route | what | module |
 //! |---|---|---|
 //! | `/mcp` (POST, GET, DELETE) | the MCP endpoint: rmcp's Streamable HTTP service behind our edge (bearer auth, body bound, JSON-RPC errors) | `mcp`, `auth`, `oversized`, `envelope` |
+//! | `/mcp` POST `subscriptions/listen` with `taskIds` | task status notifications, pushed | `listen` |
 //! | `GET /healthz` | liveness: `{"ok":true}`, no I/O | `probes` |
 //! | `GET /readyz` | readiness: 200 when Redis answers, 503 with the reason otherwise | `probes` |
 //! | `GET /files/{job_id}?expires=…&signature=…` | a `local`-store artifact, for a valid signed URL | `files` |
@@ -16,6 +17,7 @@
 mod auth;
 mod envelope;
 mod files;
+mod listen;
 mod mcp;
 mod oversized;
 mod probes;
@@ -34,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::token_digest;
 pub use mcp::{InFlight, McpService};
 
-use crate::{artifacts::ArtifactStore, jobs::store::JobStore};
+use crate::{artifacts::ArtifactStore, jobs::store::JobStore, server::render::RenderTools};
 
 /// Everything the HTTP handlers share.
 #[derive(Clone)]
@@ -46,6 +48,8 @@ pub struct HttpState {
     pub bearer_token_digest: Option<[u8; 32]>,
     pub store: JobStore,
     pub artifacts: ArtifactStore,
+    /// The render tools, for `subscriptions/listen` on tasks.
+    pub render: RenderTools,
     pub in_flight: InFlight,
     /// Cancelled on SIGTERM: sessions' GET streams end then, so their connections can close.
     pub shutdown: CancellationToken,

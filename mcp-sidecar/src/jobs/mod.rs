@@ -1,6 +1,7 @@
 //! Durable render jobs: the job model, the Redis store and queue, and the worker that runs them.
 
 pub mod connection;
+pub mod events;
 pub mod model;
 pub mod store;
 pub mod worker;

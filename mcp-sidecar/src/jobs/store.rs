@@ -163,6 +163,41 @@ pub enum Delivery {
     Exhausted { id: JobId, error: String },
 }
 
+/// Whose fault a failed job is; recorded with the job as `failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The render itself failed: the spec cannot be rendered (an SVG that does not parse, a
+    /// render over its time bound). A caller learns it as a tool error it can act on.
+    Render,
+    /// The system failed the job: its artifact could not be stored, its attempts ran out
+    /// (workers kept dying), its stored record is damaged.
+    Internal,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Render => "render",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Everything known about a job, read in one `HMGET`: what `tasks/get` answers from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSnapshot {
+    pub status: JobStatus,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// When it reached its terminal state; its record expires `JOB_TTL` after that.
+    pub finished_at_ms: Option<u64>,
+    /// Whose fault it is, for a failed job (`None` for records written before it was kept).
+    pub failure: Option<Failure>,
+    /// Where its artifact is, once it succeeded.
+    pub artifact: Option<ArtifactRecord>,
+}
+
 /// How recording a finished attempt went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -275,6 +310,12 @@ impl JobStore {
         self.key("queue")
     }
 
+    /// The pub/sub channel every change of a job's state or stage is announced on (message:
+    /// the job id), by the same script that makes the change.
+    pub fn events_channel(&self) -> String {
+        self.key("task-events")
+    }
+
     fn ttl_ms(&self) -> u64 {
         millis(self.settings.finished_ttl)
     }
@@ -381,6 +422,58 @@ impl JobStore {
         status_from_fields(id, &fields)
     }
 
+    /// Everything `tasks/get` needs about a job: one `HMGET`.
+    pub async fn snapshot(&self, id: &JobId) -> Result<JobSnapshot, StoreError> {
+        const FIELDS: [&str; 13] = [
+            "state",
+            "stage",
+            "total_stages",
+            "message",
+            "error",
+            "created_at",
+            "updated_at",
+            "finished_at",
+            "failure",
+            "artifact",
+            "content_type",
+            "bytes",
+            "sha256",
+        ];
+        let mut connection = self.connection.clone();
+        let key = self.job_key(id);
+        let fields: Vec<Option<String>> = self
+            .bounded(async move { Ok(connection.hmget(&key, &FIELDS).await?) })
+            .await?;
+        let status = status_from_fields(id, &fields)?;
+        let time = |index: usize| -> Result<Option<u64>, StoreError> {
+            fields
+                .get(index)
+                .cloned()
+                .flatten()
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("job {id}: {} `{text}`", FIELDS[index]))
+                    })
+                })
+                .transpose()
+        };
+        let created_at_ms = time(5)?.unwrap_or_default();
+        let failure = match fields.get(8).cloned().flatten().as_deref() {
+            Some("render") => Some(Failure::Render),
+            Some("internal") => Some(Failure::Internal),
+            _ => None,
+        };
+        let artifact = artifact_record(id, status.state, &fields[9..])?;
+        Ok(JobSnapshot {
+            status,
+            created_at_ms,
+            updated_at_ms: time(6)?.unwrap_or(created_at_ms),
+            finished_at_ms: time(7)?,
+            failure,
+            artifact,
+        })
+    }
+
     /// The job's state and, once it succeeded, where its artifact is: one `HMGET`.
     pub async fn artifact(&self, id: &JobId) -> Result<StoredResult, StoreError> {
         let mut connection = self.connection.clone();
@@ -414,29 +507,13 @@ impl JobStore {
             sha256: None,
             error: fields.get(1).cloned().flatten(),
         };
-        let artifact = match (state, &fields[2..]) {
-            (JobState::Succeeded, [Some(key), Some(content_type), Some(bytes), Some(sha256)]) => {
-                let bytes = bytes
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("job {id}: bytes `{bytes}`")))?;
-                result.ready = true;
-                result.content_type = Some(content_type.clone());
-                result.bytes = Some(bytes);
-                result.sha256 = Some(sha256.clone());
-                Some(ArtifactRecord {
-                    key: key.clone(),
-                    content_type: content_type.clone(),
-                    bytes,
-                    sha256: sha256.clone(),
-                })
-            }
-            (JobState::Succeeded, _) => {
-                return Err(StoreError::Corrupt(format!(
-                    "job {id} succeeded without an artifact record"
-                )));
-            }
-            _ => None,
-        };
+        let artifact = artifact_record(id, state, &fields[2..])?;
+        if let Some(record) = &artifact {
+            result.ready = true;
+            result.content_type = Some(record.content_type.clone());
+            result.bytes = Some(record.bytes);
+            result.sha256 = Some(record.sha256.clone());
+        }
         Ok(StoredResult { result, artifact })
     }
 
@@ -448,7 +525,9 @@ impl JobStore {
             .key(self.queue_key())
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg(GROUP);
+            .arg(GROUP)
+            .arg(self.events_channel())
+            .arg(id.as_str());
         let outcome: String = self.invoke(invocation).await?;
         if outcome == "missing" {
             return Err(StoreError::NotFound(id.clone()));
@@ -631,7 +710,9 @@ impl JobStore {
             .arg(worker)
             .arg(now_ms())
             .arg(self.settings.max_attempts)
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(self.events_channel())
+            .arg(id.as_str());
         let reply: Vec<String> = self.invoke(invocation).await?;
         match reply.as_slice() {
             [outcome, attempt, spec, trace] if outcome == "run" => Ok(Delivery::Run(ClaimedJob {
@@ -673,7 +754,9 @@ impl JobStore {
             .arg(now_ms())
             .arg(GROUP)
             .arg(worker)
-            .arg(&job.entry_id);
+            .arg(&job.entry_id)
+            .arg(self.events_channel())
+            .arg(job.id.as_str());
         let outcome: String = self.invoke(invocation).await?;
         Ok(match outcome.as_str() {
             "running" => Ownership::Owned,
@@ -689,30 +772,30 @@ impl JobStore {
         message: &str,
         artifact: &ArtifactRecord,
     ) -> Result<Recorded, StoreError> {
-        self.finish(job, JobState::Succeeded, message, "", Some(artifact))
-            .await
+        self.finish(job, Ok(artifact), message).await
     }
 
     /// Records failure, if the attempt still owns the job.
-    pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Recorded, StoreError> {
-        self.finish(
-            job,
-            JobState::Failed,
-            &format!("failed: {error}"),
-            error,
-            None,
-        )
-        .await
+    pub async fn fail(
+        &self,
+        job: &ClaimedJob,
+        failure: Failure,
+        error: &str,
+    ) -> Result<Recorded, StoreError> {
+        self.finish(job, Err((failure, error)), &format!("failed: {error}"))
+            .await
     }
 
     async fn finish(
         &self,
         job: &ClaimedJob,
-        outcome: JobState,
+        outcome: Result<&ArtifactRecord, (Failure, &str)>,
         message: &str,
-        error: &str,
-        artifact: Option<&ArtifactRecord>,
     ) -> Result<Recorded, StoreError> {
+        let (state, error, failure) = match outcome {
+            Ok(_) => (JobState::Succeeded, "", ""),
+            Err((failure, error)) => (JobState::Failed, error, failure.as_str()),
+        };
         let mut invocation = self.scripts.finish.prepare_invoke();
         invocation
             .key(self.job_key(&job.id))
@@ -722,10 +805,13 @@ impl JobStore {
             .arg(GROUP)
             .arg(now_ms())
             .arg(self.ttl_ms())
-            .arg(outcome.as_str())
+            .arg(state.as_str())
             .arg(message)
-            .arg(error);
-        if let Some(artifact) = artifact {
+            .arg(error)
+            .arg(self.events_channel())
+            .arg(job.id.as_str())
+            .arg(failure);
+        if let Ok(artifact) = outcome {
             invocation
                 .arg(&artifact.key)
                 .arg(&artifact.content_type)
@@ -759,7 +845,8 @@ impl JobStore {
             .arg(&job.entry_id)
             .arg(GROUP)
             .arg(now_ms())
-            .arg(job.id.as_str());
+            .arg(job.id.as_str())
+            .arg(self.events_channel());
         let outcome: String = self.invoke(invocation).await?;
         Ok(outcome == "requeued")
     }
@@ -787,6 +874,32 @@ fn parse_state(id: &JobId, state: Option<String>) -> Result<JobState, StoreError
     state
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("job {id}: state `{state}`")))
+}
+
+/// The artifact of a succeeded job from its `artifact`, `content_type`, `bytes`, `sha256`
+/// fields; `None` for a job in any other state.
+fn artifact_record(
+    id: &JobId,
+    state: JobState,
+    fields: &[Option<String>],
+) -> Result<Option<ArtifactRecord>, StoreError> {
+    match (state, fields) {
+        (JobState::Succeeded, [Some(key), Some(content_type), Some(bytes), Some(sha256)]) => {
+            let bytes = bytes
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("job {id}: bytes `{bytes}`")))?;
+            Ok(Some(ArtifactRecord {
+                key: key.clone(),
+                content_type: content_type.clone(),
+                bytes,
+                sha256: sha256.clone(),
+            }))
+        }
+        (JobState::Succeeded, _) => Err(StoreError::Corrupt(format!(
+            "job {id} succeeded without an artifact record"
+        ))),
+        _ => Ok(None),
+    }
 }
 
 fn status_from_fields(id: &JobId, fields: &[Option<String>]) -> Result<JobStatus, StoreError> {

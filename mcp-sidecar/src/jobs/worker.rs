@@ -24,7 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     model::ArtifactRecord,
-    store::{ClaimedJob, Delivery, JobStore, Ownership, Progress, Recorded, StoreError},
+    store::{ClaimedJob, Delivery, Failure, JobStore, Ownership, Progress, Recorded, StoreError},
 };
 use crate::{
     artifacts::ArtifactStore,
@@ -144,7 +144,7 @@ struct Rendered {
 
 /// Why a job's pipeline stopped short.
 enum Stop {
-    Failed(String),
+    Failed(Failure, String),
     Cancelled,
     Superseded,
     StoreDown(String),
@@ -282,7 +282,12 @@ impl RenderWorker {
                 Ok(Recorded::Lost) => Outcome::Superseded,
                 Err(error) => Outcome::Interrupted(error.to_string()),
             },
-            Err(Stop::Failed(error)) => match self.context.store.fail(&job, &error).await {
+            Err(Stop::Failed(failure, error)) => match self
+                .context
+                .store
+                .fail(&job, failure, &error)
+                .await
+            {
                 Ok(Recorded::Done) => {
                     tracing::info!(%error, "render job failed");
                     Outcome::Failed(error)
@@ -306,8 +311,14 @@ impl RenderWorker {
     /// Runs every stage, reporting progress before each and renewing the lease meanwhile.
     async fn run_pipeline(&self, job: &ClaimedJob) -> Result<Rendered, Stop> {
         let value: serde_json::Value = serde_json::from_str(&job.spec_json)
-            .map_err(|error| Stop::Failed(format!("stored spec is not JSON: {error}")))?;
-        let spec = RenderSpec::from_json(value).map_err(|error| Stop::Failed(error.to_string()))?;
+            .map_err(|error| {
+                Stop::Failed(
+                    Failure::Internal,
+                    format!("stored spec is not JSON: {error}"),
+                )
+            })?;
+        let spec = RenderSpec::from_json(value)
+            .map_err(|error| Stop::Failed(Failure::Render, error.to_string()))?;
         let stages = spec.stages();
         let total = stages.len();
         let output = spec.output();
@@ -329,7 +340,10 @@ impl RenderWorker {
 
             if *stage == Stage::Uploading {
                 let Work::Output(bytes) = work else {
-                    return Err(Stop::Failed("internal error: nothing to upload".into()));
+                    return Err(Stop::Failed(
+                        Failure::Internal,
+                        "internal error: nothing to upload".into(),
+                    ));
                 };
                 let bytes = bytes::Bytes::from(bytes);
                 let artifact = ArtifactRecord {
@@ -345,7 +359,9 @@ impl RenderWorker {
                     .instrument(stage_span(*stage));
                 self.while_renewing(job, upload)
                     .await?
-                    .map_err(|error| Stop::Failed(format!("upload failed: {error}")))?;
+                    .map_err(|error| {
+                        Stop::Failed(Failure::Internal, format!("upload failed: {error}"))
+                    })?;
                 return Ok(Rendered {
                     artifact,
                     total_stages: total,
@@ -360,7 +376,7 @@ impl RenderWorker {
                 let permit = permits
                     .acquire_owned()
                     .await
-                    .map_err(|_| "render pool closed".to_owned())?;
+                    .map_err(|_| (Failure::Internal, "render pool closed".to_owned()))?;
                 tokio::task::spawn_blocking(move || {
                     let _in_stage = span.enter();
                     let result = renderer.advance(stage, work);
@@ -372,25 +388,29 @@ impl RenderWorker {
                     result
                 })
                 .await
-                .map_err(|error| format!("render thread failed: {error}"))?
-                .map_err(|error| error.to_string())
+                .map_err(|error| (Failure::Internal, format!("render thread failed: {error}")))?
+                .map_err(|error| (Failure::Render, error.to_string()))
             };
             let timed = async {
                 tokio::time::timeout_at(deadline, cpu)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(format!(
-                            "rendering took longer than {:?}",
-                            self.context.render_timeout
+                        Err((
+                            Failure::Render,
+                            format!(
+                                "rendering took longer than {:?}",
+                                self.context.render_timeout
+                            ),
                         ))
                     })
             };
             work = self
                 .while_renewing(job, timed)
                 .await?
-                .map_err(Stop::Failed)?;
+                .map_err(|(failure, error)| Stop::Failed(failure, error))?;
         }
         Err(Stop::Failed(
+            Failure::Internal,
             "internal error: the pipeline has no upload stage".into(),
         ))
     }

@@ -12,6 +12,7 @@
 mod arithmetic;
 mod echo;
 pub mod render;
+pub mod tasks;
 
 use std::{fmt::Display, sync::Arc};
 
@@ -20,9 +21,9 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::common::{schema_for_input, schema_for_output},
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, GetTaskParams,
+        GetTaskResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
+        ServerCapabilities, ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
     },
     service::RequestContext,
 };
@@ -39,10 +40,12 @@ use serde_json::Value;
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "Tools for exact arithmetic (add, subtract), a round-trip check \
-(echo), and rendering charts and SVG to images as background jobs: start_render returns a \
-job_id at once; poll get_render_status until state is succeeded, failed or cancelled, \
-then get_render_result gives a download URL. Every result is JSON in structuredContent; failures \
-come back with isError true and an `error` message explaining what to change.";
+(echo), and rendering charts and SVG to images. render does it in one call: it answers with \
+the image's download URL (as an MCP task for clients with the tasks extension). The job tools \
+do the same in steps: start_render returns a job_id at once; poll get_render_status until \
+state is succeeded, failed or cancelled, then get_render_result gives a download URL. Every \
+result is JSON in structuredContent; failures come back with isError true and an `error` \
+message explaining what to change.";
 
 /// The tools this server offers, built once at start-up and shared by every session.
 #[derive(Debug)]
@@ -70,6 +73,17 @@ impl ToolCatalog {
                 "Return the given non-empty text unchanged: {\"text\": text}. Use it to check \
                  that the tool connection works.",
             )?,
+            tool::<render::StartRenderInput, sidecar_contract::RenderOutput>(
+                RENDER,
+                "Render a bar/line chart (to PNG or SVG) or an SVG document (to PNG) and get \
+                 the image: {job_id, url, expires_at, content_type, bytes, sha256}, with the \
+                 url as a resource link and a small PNG also inline as an image. Small charts \
+                 take well under a second. An invalid spec is refused with an error saying \
+                 what to fix. Clients that support MCP tasks get a task to follow instead of \
+                 waiting; for others the call waits (up to the render time limit, reporting \
+                 progress). idempotency_key makes a retry return the same render.",
+            )?
+            .annotate(mutating()),
             tool::<render::StartRenderInput, render::StartRenderOutput>(
                 START_RENDER,
                 "Start rendering a bar/line chart (to PNG or SVG) or an SVG document (to PNG) \
@@ -218,6 +232,8 @@ impl ServerHandler for McpServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                // The tasks extension (`io.modelcontextprotocol/tasks`): render jobs are tasks.
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -254,7 +270,10 @@ impl ServerHandler for McpServer {
         let tool = request.name.clone();
         let caller = caller_context(&context);
         let span = tool_span(&tool, caller.as_ref());
-        let result = self.run_tool(request).instrument(span.clone()).await;
+        let result = self
+            .run_tool(request, &context)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
                 let failure =
@@ -295,6 +314,31 @@ impl ServerHandler for McpServer {
         };
         METRICS.tool_call(&tool, outcome);
         result
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let task = self.shared.render.get_task(&request.task_id).await?;
+        Ok(GetTaskResult::new(task))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.shared.render.cancel_task(&request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.shared.render.update_task(&request.task_id).await
     }
 
     /// The sidecar sends no `notifications/message`: its logs go to stdout and from there to
@@ -350,10 +394,15 @@ fn tool_span(tool: &str, caller: Option<&opentelemetry::Context>) -> tracing::Sp
 }
 
 impl McpServer {
-    async fn run_tool(&self, request: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
+    async fn run_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
         let arguments = request.arguments.unwrap_or_default();
         let render = &self.shared.render;
         let result = match request.name.as_ref() {
+            RENDER => return Ok(self.render(arguments, context).await),
             ADD => answer(arguments, |operands| arithmetic::add(&operands)),
             SUBTRACT => answer(arguments, |operands| arithmetic::subtract(&operands)),
             ECHO => answer(arguments, echo::echo),
@@ -370,6 +419,35 @@ impl McpServer {
             }
         };
         Ok(result.into())
+    }
+}
+
+impl McpServer {
+    /// `render`: a task when the request declares the tasks extension, else the result.
+    async fn render(
+        &self,
+        arguments: JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResponse {
+        let input = match parse_arguments::<render::StartRenderInput>(arguments) {
+            Ok(input) => input,
+            Err(error) => return error.into(),
+        };
+        let as_task = context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks());
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| tasks::ProgressSink {
+                peer: context.peer.clone(),
+                token,
+            });
+        match self.shared.render.render(input, as_task, progress).await {
+            Ok(tasks::Rendered::Task(task)) => CallToolResponse::Task(task),
+            Ok(tasks::Rendered::Result(result)) => result.into(),
+            Err(error) => tool_error(error.failure(), error).into(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub use sidecar_contract::{JobIdInput, ListRendersInput, ListRendersOutput, Star
 use crate::{
     artifacts::ArtifactStore,
     jobs::{
+        events::TaskEvents,
         model::{JobId, JobResult, JobState, JobStatus},
         store::{Enqueued, JobStore, StoreError, StoredResult},
     },
@@ -26,6 +27,9 @@ pub struct RenderTools {
     pub store: JobStore,
     pub artifacts: ArtifactStore,
     pub signed_url_ttl: Duration,
+    /// Job changes as they happen, for `render` calls that wait.
+    pub events: TaskEvents,
+    pub tasks: super::tasks::TaskSettings,
 }
 
 /// Arguments of `start_render`: the contract's, with the spec in the sidecar's own types.
