@@ -232,16 +232,26 @@ impl RenderTools {
         let started = self.start(input).await?;
         let id = started.job_id;
         if as_task {
-            // The record is already written (enqueue is one atomic script); reading it back
-            // gives the same fields tasks/get will, for a new job and an idempotent repeat.
-            let snapshot = self.store.snapshot(&id).await?;
-            return Ok(Rendered::Task(CreateTaskResult::new(self.task(&snapshot))));
+            return Ok(Rendered::Task(self.task_created(&id).await?));
         }
         Ok(Rendered::Result(self.wait_for_result(&id, progress).await))
     }
 
+    /// The `CreateTaskResult` for a job already enqueued. The record is written by then
+    /// (enqueue is one atomic script), so this read proves what the extension asks (a
+    /// `tasks/get` for the id resolves) and gives the fields `tasks/get` will, for a new job
+    /// and an idempotent repeat alike.
+    pub async fn task_created(&self, id: &JobId) -> Result<CreateTaskResult, StoreError> {
+        let snapshot = self.store.snapshot(id).await?;
+        Ok(CreateTaskResult::new(self.task(&snapshot)))
+    }
+
     /// Waits until the job ends (at most `RENDER_TIMEOUT`), reporting each stage as progress.
-    async fn wait_for_result(&self, id: &JobId, progress: Option<ProgressSink>) -> CallToolResult {
+    pub async fn wait_for_result(
+        &self,
+        id: &JobId,
+        progress: Option<ProgressSink>,
+    ) -> CallToolResult {
         let mut changes = self.events.subscribe();
         let deadline = tokio::time::Instant::now() + self.tasks.render_timeout;
         let mut reported = None;

@@ -9,6 +9,7 @@
 mod common;
 
 mod binary;
+mod conformance_next;
 mod crash_safety;
 mod faults;
 mod fuzz_regressions;
@@ -21,3 +22,4 @@ mod mcp_protocol;
 mod peers;
 mod redis_tls;
 mod render_jobs;
+mod tasks;
