@@ -36,7 +36,7 @@ pub struct JobsReport {
     pub redis_commands_seen: Vec<(String, u64)>,
 }
 
-fn small_chart(seed: usize) -> Value {
+pub(crate) fn small_chart(seed: usize) -> Value {
     json!({
         "kind": "chart", "width": 320, "height": 200,
         "chart": {"type": "bar", "title": "bench", "series": [
@@ -79,7 +79,7 @@ fn job_times(redis: &Redis, prefix: &str, job: &str) -> anyhow::Result<(u64, u64
     Ok((created, finished))
 }
 
-fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>> {
+pub(crate) fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>> {
     let mut connection = redis.connection()?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -94,6 +94,28 @@ fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>> {
             Some((name.to_owned(), calls.parse().ok()?))
         })
         .collect())
+}
+
+/// The commands run between two `command_stats` snapshots, by command.
+pub(crate) fn command_deltas(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut seen: Vec<(String, u64)> = after
+        .iter()
+        .map(|(name, calls)| {
+            let earlier = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, c)| *c);
+            // The first INFO itself is counted in the second snapshot.
+            let own = u64::from(name == "info");
+            (
+                name.clone(),
+                calls.saturating_sub(earlier).saturating_sub(own),
+            )
+        })
+        .filter(|(_, delta)| *delta > 0)
+        .collect();
+    seen.sort();
+    seen
 }
 
 pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<JobsReport> {
@@ -205,23 +227,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
         call(&client, "get_render_status", json!({"job_id": finished})).await?;
     }
     let after = command_stats(&redis)?;
-    let mut seen: Vec<(String, u64)> = after
-        .iter()
-        .map(|(name, calls)| {
-            let earlier = before
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, c)| *c);
-            // The first INFO itself is counted in the second snapshot.
-            let own = u64::from(name == "info");
-            (
-                name.clone(),
-                calls.saturating_sub(earlier).saturating_sub(own),
-            )
-        })
-        .filter(|(_, delta)| *delta > 0)
-        .collect();
-    seen.sort();
+    let seen = command_deltas(&before, &after);
     let total: u64 = seen.iter().map(|(_, delta)| delta).sum();
 
     #[allow(clippy::cast_precision_loss)]

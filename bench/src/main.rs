@@ -7,6 +7,7 @@ mod load;
 mod processes;
 mod stats;
 mod suite;
+mod tasks;
 mod tracing_overhead;
 
 use std::path::PathBuf;
@@ -80,6 +81,16 @@ enum What {
         calls_each: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Render jobs followed as MCP tasks (polled and pushed) vs the job tools polled every
+    /// 200 ms, side by side; tasks/get calls/s and Redis commands per call.
+    Tasks {
+        /// Rounds of the three flows, taken in turn.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+        /// tasks/get calls measured (sequential, then the same spread over 8 clients).
+        #[arg(long, default_value_t = 2000)]
+        get_calls: u64,
     },
     /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
     Jobs {
@@ -156,6 +167,12 @@ async fn main() -> anyhow::Result<()> {
             let report = agent::run(calls).await?;
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(options.out.join("agent-overhead.json"), &json)?;
+            println!("{json}");
+        }
+        What::Tasks { rounds, get_calls } => {
+            let report = tasks::run(rounds, get_calls).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(options.out.join("tasks.json"), &json)?;
             println!("{json}");
         }
         What::Jobs {
