@@ -85,8 +85,9 @@ pub(super) async fn listen(
         .and_then(|extensions| extensions.get(TASKS_EXTENSION))
         .is_some();
     if !declared {
+        // A missing capability is HTTP 400 on Streamable HTTP (SEP-2575), as rmcp answers it.
         return (
-            StatusCode::OK,
+            StatusCode::BAD_REQUEST,
             axum::Json(json!({
                 "jsonrpc": "2.0",
                 "id": id,

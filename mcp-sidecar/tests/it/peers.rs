@@ -1,6 +1,7 @@
 //! Clients we did not write, against the real `mcp-sidecar` binary: the official MCP Python
-//! and TypeScript SDKs, the MCP Inspector CLI and the MCP conformance suite. They are
-//! installed into `.tools/` by `scripts/install-test-tools`, which the test command runs first.
+//! and TypeScript SDKs, FastMCP's client with its tasks extension, the MCP Inspector CLI and
+//! the MCP conformance suite. They are installed into `.tools/` by `scripts/install-test-tools`,
+//! which the test command runs first.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,7 +19,7 @@ fn peer_script(name: &str) -> PathBuf {
 }
 
 /// A command whose PATH starts with the installed Node 22.
-fn node_command(program: &Path) -> Command {
+pub(crate) fn node_command(program: &Path) -> Command {
     let node_bin = installed_tool("node/node_modules/.bin");
     let path = std::env::var("PATH").unwrap_or_default();
     let mut command = Command::new(program);
@@ -26,7 +27,8 @@ fn node_command(program: &Path) -> Command {
     command
 }
 
-fn describe(output: &Output) -> String {
+/// A finished command's exit code, stdout and stderr, for a failure message.
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         output.status.code(),
@@ -96,6 +98,25 @@ fn python_sdk_client_runs_the_whole_render_job_flow() {
             session_mode,
         );
         assert_eq!(seen["png"], serde_json::json!([720, 360]));
+    }
+}
+
+#[test]
+fn fastmcp_client_runs_render_as_a_task_and_cancels_one() {
+    // FastMCP always connects statelessly (server/discover), so a stateful sidecar must serve
+    // it as well as a stateless one.
+    for session_mode in ["stateless", "stateful"] {
+        let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
+        let seen = run_python_peer(
+            "fastmcp_tasks_client.py",
+            &[&sidecar.mcp_url()],
+            session_mode,
+        );
+        assert_eq!(seen["protocol"], "2026-07-28", "{session_mode}");
+        assert_eq!(seen["render"]["png"], serde_json::json!([320, 160]));
+        assert_eq!(seen["cancelled_status"], "cancelled", "{session_mode}");
+        // The tasks/* requests went without Mcp-Name, and the sidecar answered them.
+        assert_eq!(seen["tasks_requests_with_mcp_name"], 0, "{session_mode}");
     }
 }
 
