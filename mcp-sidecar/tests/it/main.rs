@@ -10,6 +10,7 @@ mod common;
 
 mod binary;
 mod conformance_next;
+mod conformance_tasks;
 mod crash_safety;
 mod faults;
 mod fuzz_regressions;
