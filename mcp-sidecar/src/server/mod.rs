@@ -21,7 +21,8 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::common::{schema_for_input, schema_for_output},
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, GetTaskParams,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CustomRequest,
+        CustomResult, GetTaskParams,
         GetTaskResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
         ServerCapabilities, ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
     },
@@ -314,6 +315,40 @@ impl ServerHandler for McpServer {
         };
         METRICS.tool_call(&tool, outcome);
         result
+    }
+
+    /// rmcp hands over a request it could not parse as a known method: a method it does not
+    /// know, or a known one whose params do not fit (a `tasks/get` without a string `taskId`,
+    /// a `tools/call` without `name`). The second is `-32602` saying what is wrong, not the
+    /// `-32601` rmcp answers by default.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        fn problem<T: DeserializeOwned>(params: Value) -> String {
+            serde_json::from_value::<T>(params)
+                .err()
+                .map_or_else(|| "they do not fit the method".into(), |error| error.to_string())
+        }
+        let params = request.params.unwrap_or(Value::Null);
+        let problem = match request.method.as_str() {
+            "tasks/get" => problem::<GetTaskParams>(params),
+            "tasks/cancel" => problem::<CancelTaskParams>(params),
+            "tasks/update" => problem::<UpdateTaskParams>(params),
+            "tools/call" => problem::<CallToolRequestParams>(params),
+            method => {
+                return Err(McpError::new(
+                    rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                    format!("method `{method}` not found"),
+                    None,
+                ));
+            }
+        };
+        Err(McpError::invalid_params(
+            format!("invalid params of {}: {problem}", request.method),
+            None,
+        ))
     }
 
     async fn get_task(
