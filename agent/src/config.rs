@@ -48,7 +48,9 @@ pub struct Config {
     #[arg(long, env = "MCP_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mcp_call_timeout: Duration,
 
-    /// How often a render's events stream asks the sidecar for progress, e.g. `200ms`.
+    /// How often an events stream asks for progress when nothing says otherwise, e.g. `200ms`:
+    /// a render's stream with a sidecar that does not run MCP tasks (`get_render_status`), or
+    /// a task that names no `pollIntervalMs`. A task's own `pollIntervalMs` wins (at least 50ms).
     #[arg(long, env = "RENDER_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
     pub render_poll_interval: Duration,
 

@@ -2,14 +2,16 @@
 //! probes. `router(state)` does no I/O, so tests can drive it in-process.
 //!
 //! Errors are JSON `{"error": "<clear message>", "code"?: "<kind>"}` with the status that says
-//! what happened: 400 bad request body, 404 unknown tool or job, 409 conflict, 422 arguments
+//! what happened: 400 bad request body, 404 unknown tool, job or task, 409 conflict, 422 arguments
 //! the tool refused, 503 the sidecar (or another MCP server) is unavailable, 504 it did not
 //! answer in time, 502 it answered something unusable. 4xx are the caller's to fix and are not
 //! logged as errors; 5xx are logged once.
 
 mod chat;
+mod event_stream;
 mod files;
 mod renders;
+mod tasks;
 mod tools;
 mod web;
 
@@ -57,15 +59,20 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/tools", get(tools::list))
         .route("/v1/tools/{name}", post(tools::call))
         .route("/v1/renders", post(renders::start))
-        .route("/v1/renders/{id}", get(renders::status))
+        .route(
+            "/v1/renders/{id}",
+            get(renders::status).delete(renders::cancel),
+        )
         .route("/v1/renders/{id}/events", get(renders::events))
+        .route("/v1/tasks/{id}", get(tasks::status).delete(tasks::cancel))
+        .route("/v1/tasks/{id}/events", get(tasks::events))
         .route("/v1/chat", post(chat::chat))
         .route("/files/{job_id}", get(files::proxy))
         .route_layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no such endpoint; see /v1/tools, /v1/renders, /v1/chat",
+                "no such endpoint; see /v1/tools, /v1/renders, /v1/tasks, /v1/chat",
             )
         })
         .layer(axum::middleware::from_fn_with_state(
@@ -258,7 +265,9 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             // Invalid params: the arguments did not fit the tool's schema.
             UpstreamError::Refused { code: -32602, .. } => StatusCode::BAD_REQUEST,
-            UpstreamError::Refused { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamError::Refused { .. } | UpstreamError::Unexpected { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         };
         Self::new(status, error.to_string())
     }
@@ -267,7 +276,9 @@ impl From<UpstreamError> for ApiError {
 impl From<HubError> for ApiError {
     fn from(error: HubError) -> Self {
         match error {
-            HubError::UnknownTool(_) => Self::new(StatusCode::NOT_FOUND, error.to_string()),
+            HubError::UnknownTool(_) | HubError::UnknownTask(_) => {
+                Self::new(StatusCode::NOT_FOUND, error.to_string())
+            }
             HubError::Upstream(error) => error.into(),
         }
     }

@@ -4,6 +4,10 @@
 //! A tool keeps its own name unless two servers offer the same name; then each of those is
 //! exposed as `{server}__{tool}` (a shape every model API accepts as a function name).
 //!
+//! A tool can be called as a task (`call_as_task`): the request declares the tasks extension
+//! when the server runs tasks, and a task it answers with is remembered with its server
+//! ([`tasks::TaskOrigins`]) for `get_task` / `cancel_task`.
+//!
 //! Each server has a supervisor task: it connects at start with backoff (100 ms doubling to
 //! 5 s) and then checks the connection every few seconds with a cheap `tools/list`, so a
 //! restarted server is noticed and re-initialized without waiting for a user's call.
@@ -11,19 +15,21 @@
 pub mod config_file;
 pub mod id_token;
 pub mod server_url;
+pub mod tasks;
 pub mod transport;
 pub mod upstream;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use rmcp::model::{CallToolResult, Tool};
+use rmcp::model::{CallToolResult, DetailedTask, Tool};
 use tokio_util::sync::CancellationToken;
 
 use self::{
     config_file::{Auth, ServerEntry},
     id_token::IdTokenSource,
     server_url::ServerUrl,
-    upstream::{Upstream, UpstreamError},
+    tasks::{TaskOrigins, is_plausible_task_id},
+    upstream::{ToolAnswer, Upstream, UpstreamError},
 };
 
 /// The name the sidecar has among the servers.
@@ -48,6 +54,10 @@ pub struct ExposedTool {
 pub enum HubError {
     #[error("no tool named `{0}`; GET /v1/tools lists them")]
     UnknownTool(String),
+    #[error(
+        "no task `{0}`: no MCP server the agent is connected to knows it (unknown, or expired)"
+    )]
+    UnknownTask(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -56,6 +66,29 @@ pub enum HubError {
 pub struct McpHub {
     /// The sidecar first, then the configured servers in name order.
     upstreams: Vec<Arc<Upstream>>,
+    /// The server of each task started through [`McpHub::call_as_task`].
+    task_origins: TaskOrigins,
+}
+
+/// A task and the server that runs it.
+#[derive(Debug)]
+pub struct FoundTask {
+    pub server: String,
+    pub task: DetailedTask,
+}
+
+/// What [`McpHub::call_as_task`] got: the tool's result or a task, and the server that answered.
+#[derive(Debug)]
+pub struct Answered {
+    pub server: String,
+    pub answer: ToolAnswer,
+}
+
+/// At most this many characters of a caller's id go into an error message.
+const ID_IN_MESSAGE: usize = 64;
+
+fn unknown_task(task_id: &str) -> HubError {
+    HubError::UnknownTask(task_id.chars().take(ID_IN_MESSAGE).collect())
 }
 
 /// Why the hub cannot be built from its configuration.
@@ -119,7 +152,10 @@ impl McpHub {
                 id_tokens,
             )?);
         }
-        Ok(Self { upstreams })
+        Ok(Self {
+            upstreams,
+            task_origins: TaskOrigins::default(),
+        })
     }
 
     pub fn sidecar(&self) -> &Arc<Upstream> {
@@ -172,12 +208,8 @@ impl McpHub {
             .find(|tool| tool.name == name)
     }
 
-    /// Calls the tool exposed as `name`.
-    pub async fn call(
-        &self,
-        name: &str,
-        arguments: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<CallToolResult, HubError> {
+    /// The server that runs the tool exposed as `name`, and the server's name for the tool.
+    async fn owner(&self, name: &str) -> Result<(Arc<Upstream>, String), HubError> {
         let exposed = match self.find(name).await {
             Some(tool) => tool,
             None if !self.sidecar().is_connected().await => {
@@ -191,7 +223,131 @@ impl McpHub {
             .iter()
             .find(|upstream| upstream.name == exposed.server)
             .ok_or_else(|| HubError::UnknownTool(name.to_owned()))?;
-        Ok(upstream.call(&exposed.tool.name, arguments).await?)
+        Ok((upstream.clone(), exposed.tool.name.to_string()))
+    }
+
+    /// Calls the tool exposed as `name`.
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, HubError> {
+        let (upstream, tool) = self.owner(name).await?;
+        Ok(upstream.call(&tool, arguments).await?)
+    }
+
+    /// Calls the tool exposed as `name` so that its server may answer with a task (when it runs
+    /// tasks); a task is remembered with its server for [`Self::get_task`].
+    pub async fn call_as_task(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Answered, HubError> {
+        let (upstream, tool) = self.owner(name).await?;
+        let answer = upstream.call_as_task(&tool, arguments).await?;
+        if let ToolAnswer::Task(task) = &answer {
+            self.task_origins.remember(&task.task_id, &upstream.name);
+        }
+        Ok(Answered {
+            server: upstream.name.clone(),
+            answer,
+        })
+    }
+
+    /// `tasks/get` on the server that runs `task_id` (see [`Self::find_task`]).
+    pub async fn get_task(&self, task_id: &str) -> Result<FoundTask, HubError> {
+        let (upstream, task) = self.find_task(task_id).await?;
+        Ok(FoundTask {
+            server: upstream.name.clone(),
+            task,
+        })
+    }
+
+    /// `tasks/get` on `server`, for a stream that already found the task there.
+    pub async fn get_task_on(&self, server: &str, task_id: &str) -> Result<DetailedTask, HubError> {
+        let upstream = self
+            .upstreams
+            .iter()
+            .find(|upstream| upstream.name == server)
+            .ok_or_else(|| unknown_task(task_id))?;
+        upstream
+            .get_task(task_id)
+            .await
+            .map_err(|error| task_error(task_id, error))
+    }
+
+    /// `tasks/cancel` on the server that runs `task_id`; returns that server's name.
+    pub async fn cancel_task(&self, task_id: &str) -> Result<String, HubError> {
+        let upstream = match self.remembered_server(task_id) {
+            Some(upstream) => upstream,
+            None => self.find_task(task_id).await?.0,
+        };
+        upstream.cancel_task(task_id).await.map_err(|error| {
+            if error.is_invalid_params() {
+                self.task_origins.forget(task_id);
+            }
+            task_error(task_id, error)
+        })?;
+        Ok(upstream.name.clone())
+    }
+
+    fn remembered_server(&self, task_id: &str) -> Option<Arc<Upstream>> {
+        let server = self.task_origins.server_of(task_id)?;
+        self.upstreams
+            .iter()
+            .find(|upstream| upstream.name == server)
+            .cloned()
+    }
+
+    /// The server that runs `task_id`, and the task now.
+    ///
+    /// The remembered server when there is one; otherwise each server that runs tasks is asked,
+    /// the sidecar first (its tasks live in Redis, so a task started through another agent
+    /// instance is found too), then the other connected ones. A server that does not know the
+    /// id answers "invalid params", as the extension asks.
+    async fn find_task(&self, task_id: &str) -> Result<(Arc<Upstream>, DetailedTask), HubError> {
+        if !is_plausible_task_id(task_id) {
+            return Err(unknown_task(task_id));
+        }
+        if let Some(upstream) = self.remembered_server(task_id) {
+            return match upstream.get_task(task_id).await {
+                Ok(task) => Ok((upstream, task)),
+                Err(error) => {
+                    if error.is_invalid_params() {
+                        self.task_origins.forget(task_id);
+                    }
+                    Err(task_error(task_id, error))
+                }
+            };
+        }
+        let mut failure = None;
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            // Servers other than the sidecar are asked only while connected: a lookup should
+            // not wait on connecting to a server that is away.
+            if index > 0 && !upstream.is_connected().await {
+                continue;
+            }
+            match upstream.supports_tasks().await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    continue;
+                }
+            }
+            match upstream.get_task(task_id).await {
+                Ok(task) => {
+                    self.task_origins.remember(task_id, &upstream.name);
+                    return Ok((upstream.clone(), task));
+                }
+                Err(error) if error.is_invalid_params() => {}
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        // Unknown to every server that answered; if one could not be asked, it may be there.
+        Err(failure.map_or_else(|| unknown_task(task_id), HubError::from))
     }
 
     /// Calls one of the sidecar's own tools by its own name.
@@ -212,6 +368,15 @@ impl McpHub {
                 .await
                 .unwrap_or_else(|| "not connected yet".to_owned()),
         }
+    }
+}
+
+/// A `tasks/*` failure: "invalid params" is how a server says it does not know the task.
+fn task_error(task_id: &str, error: UpstreamError) -> HubError {
+    if error.is_invalid_params() {
+        unknown_task(task_id)
+    } else {
+        error.into()
     }
 }
 

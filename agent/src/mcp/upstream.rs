@@ -9,16 +9,27 @@
 //!
 //! Each upstream has one HTTP client for its whole life, so reconnects reuse its pool (and a
 //! server's kept-alive connections) instead of building a client, and its TLS set-up, each time.
+//!
+//! MCP tasks (extension `io.modelcontextprotocol/tasks`): the agent declares the extension per
+//! request, in the request's `_meta` client capabilities, and only on the requests whose task
+//! it will follow ([`Upstream::call_as_task`], `tasks/get`, `tasks/cancel`). A server may answer
+//! a declaring `tools/call` with a task, and must not answer any other call with one, so every
+//! other call (the model's tool loop, a plain `POST /v1/tools/{name}`) keeps getting results.
+//! The declaration goes in the request options' metadata, which rmcp merges last: on protocol
+//! 2026-07-28 it would otherwise overwrite the request's `_meta` capabilities with the
+//! connection's.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use rmcp::{
     ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResult, ClientConfig, Implementation, RequestMetaObject,
-        Tool,
+        CallToolRequest, CallToolRequestParams, CallToolResult, CancelTaskParams,
+        CancelTaskRequest, ClientCapabilities, ClientConfig, ClientRequest, DetailedTask,
+        GetTaskParams, GetTaskRequest, Implementation, JsonObject, RequestMetaObject, ServerResult,
+        TASKS_EXTENSION_ID, Task, Tool,
     },
-    service::{RunningService, ServiceError},
+    service::{PeerRequestOptions, RunningService, ServiceError},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
@@ -38,8 +49,34 @@ impl UpstreamError {
             Self::Unavailable { reason, .. } => reason.clone(),
             Self::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
             Self::Refused { message, .. } => message.clone(),
+            Self::Unexpected { what, .. } => what.clone(),
         }
     }
+}
+
+/// The capabilities the agent declares when it connects: none beyond the protocol's basics.
+fn agent_capabilities() -> ClientCapabilities {
+    ClientCapabilities::default()
+}
+
+/// The agent's capabilities plus the tasks extension: the `_meta` declaration of a request
+/// whose task the agent will follow.
+fn capabilities_with_tasks() -> ClientCapabilities {
+    let mut capabilities = agent_capabilities();
+    capabilities
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
+    capabilities
+}
+
+/// What a `tools/call` that declared the tasks extension got back.
+#[derive(Debug)]
+pub enum ToolAnswer {
+    /// The tool's result, as without the extension.
+    Result(CallToolResult),
+    /// A task that will produce the result: follow it with `tasks/get`.
+    Task(Task),
 }
 
 /// Why a call to a server did not produce a tool result.
@@ -56,6 +93,26 @@ pub enum UpstreamError {
         code: i32,
         message: String,
     },
+    /// The server answered with something the request cannot have (e.g. a task to a call that
+    /// did not declare the extension).
+    #[error("the MCP server `{server}` answered with something unusable: {what}")]
+    Unexpected { server: String, what: String },
+}
+
+impl UpstreamError {
+    /// JSON-RPC "invalid params": for `tasks/*`, how the extension says "no such task".
+    pub const INVALID_PARAMS: i32 = -32602;
+
+    /// Whether the server refused with "invalid params".
+    pub fn is_invalid_params(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused {
+                code: Self::INVALID_PARAMS,
+                ..
+            }
+        )
+    }
 }
 
 struct Connection {
@@ -264,7 +321,7 @@ impl Upstream {
             }
         }
         let client = ClientConfig::new(
-            Default::default(),
+            agent_capabilities(),
             Implementation::new("agent", env!("CARGO_PKG_VERSION")),
         )
         .serve(StreamableHttpClientTransport::with_client(
@@ -323,6 +380,33 @@ impl Upstream {
         }
     }
 
+    /// Whether the server runs tasks (declares the tasks extension in its capabilities), as of
+    /// the current connection; connects if needed.
+    pub async fn supports_tasks(&self) -> Result<bool, UpstreamError> {
+        Ok(runs_tasks(&*self.client().await?))
+    }
+
+    /// A client span for one MCP request (`tools/call <tool>`, `tasks/get`, …), only while spans
+    /// are exported.
+    fn client_span(&self, method: &'static str, tool: Option<&str>) -> tracing::Span {
+        if !service_core::telemetry::exporting_traces() {
+            return tracing::Span::none();
+        }
+        let name = match tool {
+            Some(tool) => format!("{method} {tool}"),
+            None => method.to_owned(),
+        };
+        tracing::info_span!(
+            "mcp.client",
+            otel.name = %name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            mcp.method.name = method,
+            gen_ai.tool.name = tool,
+            mcp.server = %self.name,
+        )
+    }
+
     /// Calls `tool` with `arguments`, bounded by the call timeout, in a client span
     /// (`tools/call <tool>`) whose context goes along as `_meta.traceparent` (and from there
     /// into the HTTP `traceparent` header, see [`super::transport`]).
@@ -331,19 +415,7 @@ impl Upstream {
         tool: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, UpstreamError> {
-        let span = if service_core::telemetry::exporting_traces() {
-            tracing::info_span!(
-                "mcp.client",
-                otel.name = %format!("tools/call {tool}"),
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                mcp.method.name = "tools/call",
-                gen_ai.tool.name = %tool,
-                mcp.server = %self.name,
-            )
-        } else {
-            tracing::Span::none()
-        };
+        let span = self.client_span("tools/call", Some(tool));
         let result = self
             .call_in_span(tool, arguments)
             .instrument(span.clone())
@@ -376,18 +448,161 @@ impl Upstream {
                 timeout: self.timeout,
             }),
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(ServiceError::McpError(error))) => Err(UpstreamError::Refused {
+            Ok(Err(error)) => Err(self.failed(error).await),
+        }
+    }
+
+    /// Calls `tool` declaring the tasks extension when the server runs tasks, so it may answer
+    /// with a task; otherwise (or when the server chooses to) the answer is the tool's result.
+    pub async fn call_as_task(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ToolAnswer, UpstreamError> {
+        if !self.supports_tasks().await? {
+            return self.call(tool, arguments).await.map(ToolAnswer::Result);
+        }
+        let span = self.client_span("tools/call", Some(tool));
+        let answer = async {
+            let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+            let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+            match self.request_declaring_tasks(request).await? {
+                ServerResult::CallToolResult(result) => Ok(ToolAnswer::Result(result)),
+                ServerResult::CreateTaskResult(created) => Ok(ToolAnswer::Task(created.task)),
+                // A result with nothing in it (`{}`), as rmcp's own `call_tool` reads one.
+                ServerResult::EmptyResult(_) => Ok(ToolAnswer::Result(CallToolResult::default())),
+                other => Err(self.unexpected("tools/call", &other)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let failed = match &answer {
+            Ok(ToolAnswer::Result(result)) => result.is_error == Some(true),
+            Ok(ToolAnswer::Task(_)) => false,
+            Err(_) => true,
+        };
+        if failed {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    /// `tasks/get`: the task's state now, with its result or error once it has ended.
+    pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, UpstreamError> {
+        let span = self.client_span("tasks/get", None);
+        let request =
+            ClientRequest::GetTaskRequest(GetTaskRequest::new(GetTaskParams::new(task_id)));
+        let answer = async {
+            match self.request_declaring_tasks(request).await? {
+                ServerResult::GetTaskResult(result) => Ok(result.task),
+                other => Err(self.unexpected("tasks/get", &other)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if answer.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    /// `tasks/cancel`: asks the server to cancel the task. Cancelling is cooperative: the
+    /// acknowledgement does not say the task has stopped (`tasks/get` does).
+    pub async fn cancel_task(&self, task_id: &str) -> Result<(), UpstreamError> {
+        let span = self.client_span("tasks/cancel", None);
+        let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(
+            CancelTaskParams::new(task_id),
+        ));
+        let answer = async {
+            match self.request_declaring_tasks(request).await? {
+                ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
+                other => Err(self.unexpected("tasks/cancel", &other)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if answer.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    /// Sends one request whose `_meta` declares the tasks extension (and carries the trace
+    /// context), bounded by the call timeout.
+    async fn request_declaring_tasks(
+        &self,
+        request: ClientRequest,
+    ) -> Result<ServerResult, UpstreamError> {
+        let client = self.client().await?;
+        let mut meta = RequestMetaObject::default();
+        meta.set_client_capabilities(capabilities_with_tasks());
+        if let Some(traceparent) = propagation::current_traceparent() {
+            meta.insert("traceparent".to_owned(), traceparent.into());
+        }
+        let options = PeerRequestOptions::with_timeout(self.timeout).with_meta(meta);
+        let sent = match client
+            .peer()
+            .send_request_with_option(request, options)
+            .await
+        {
+            Ok(handle) => handle.await_response().await,
+            Err(error) => Err(error),
+        };
+        match sent {
+            Ok(result) => Ok(result),
+            Err(ServiceError::Timeout { .. }) => Err(UpstreamError::Timeout {
+                server: self.name.clone(),
+                timeout: self.timeout,
+            }),
+            Err(error) => Err(self.failed(error).await),
+        }
+    }
+
+    /// The error for a request that got no usable answer: the server's own refusal as it is;
+    /// a transport failure drops the connection, so the next use makes a new one.
+    async fn failed(&self, error: ServiceError) -> UpstreamError {
+        match error {
+            ServiceError::McpError(error) => UpstreamError::Refused {
                 server: self.name.clone(),
                 code: error.code.0,
                 message: error.message.to_string(),
-            }),
-            Ok(Err(error)) => {
-                // The transport failed: make a new connection next time.
+            },
+            ServiceError::UnexpectedResponse => UpstreamError::Unexpected {
+                server: self.name.clone(),
+                what: "an answer of the wrong kind for the request".to_owned(),
+            },
+            error => {
                 self.disconnect().await;
                 let error = self.unavailable_because(&error);
                 *self.last_error.write().await = Some(error.reason());
-                Err(error)
+                error
             }
         }
     }
+
+    fn unexpected(&self, method: &str, answer: &ServerResult) -> UpstreamError {
+        let kind = match serde_json::to_value(answer) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .keys()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        };
+        UpstreamError::Unexpected {
+            server: self.name.clone(),
+            what: format!(
+                "its answer to {method} is not one that request can have (fields: {kind})"
+            ),
+        }
+    }
+}
+
+/// Whether the server behind `client` declared the tasks extension.
+fn runs_tasks(client: &Client) -> bool {
+    client
+        .peer()
+        .peer_info()
+        .is_some_and(|info| info.capabilities.supports_tasks())
 }

@@ -11,5 +11,6 @@ mod hostile_input;
 mod remote_servers;
 mod rest_api;
 mod shutdown;
+mod tasks;
 mod traces;
 mod web_page;

@@ -115,7 +115,7 @@ async fn one_chart_render_is_one_trace_across_the_agent_the_sidecar_and_its_work
         &trace_id,
         &[
             "POST /v1/renders",
-            "tools/call start_render",
+            "tools/call render",
             "render.job",
             "render.chart",
             "render.rasterize",
@@ -125,8 +125,8 @@ async fn one_chart_render_is_one_trace_across_the_agent_the_sidecar_and_its_work
     )
     .await;
     let request = find(&spans, "agent", "POST /v1/renders");
-    let client_call = find(&spans, "agent", "tools/call start_render");
-    let tool = find(&spans, "mcp-sidecar", "tools/call start_render");
+    let client_call = find(&spans, "agent", "tools/call render");
+    let tool = find(&spans, "mcp-sidecar", "tools/call render");
     let job_span = find(&spans, "mcp-sidecar", "render.job");
     assert_eq!(
         request.parent_span_id, caller_span,
@@ -149,7 +149,7 @@ async fn one_chart_render_is_one_trace_across_the_agent_the_sidecar_and_its_work
     }
     // Ids as attributes, never payloads.
     assert_eq!(job_span.attributes["job_id"], job);
-    assert_eq!(tool.attributes["gen_ai.tool.name"], "start_render");
+    assert_eq!(tool.attributes["gen_ai.tool.name"], "render");
     for span in &spans {
         for value in span.attributes.values() {
             assert!(
@@ -262,7 +262,7 @@ async fn a_job_reclaimed_by_a_second_sidecar_stays_in_the_callers_trace() {
         .unwrap();
     assert_eq!(reclaimed.attributes["attempt"], "2");
     assert_eq!(reclaimed.attributes["job_id"], job);
-    // Its parent is the start_render tool span of the first sidecar, as stored with the job.
+    // Its parent is the render tool span of the first sidecar, as stored with the job.
     let stored: String = redis::cmd("HGET")
         .arg(format!("mcp:job:{job}"))
         .arg("trace")
@@ -272,7 +272,7 @@ async fn a_job_reclaimed_by_a_second_sidecar_stays_in_the_callers_trace() {
     assert_eq!(reclaimed.parent_span_id, stored_span);
     if let Some(tool) = spans
         .iter()
-        .find(|span| span.name == "tools/call start_render" && span.service == "mcp-sidecar")
+        .find(|span| span.name == "tools/call render" && span.service == "mcp-sidecar")
     {
         assert_child(reclaimed, tool);
     }

@@ -408,3 +408,133 @@ async fn openai_completions(
         (_, [.., last]) => answer(last),
     })
 }
+
+/// One JSON-RPC request that went through an [`McpRecorder`].
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// `params.name` (a tool) or `params.taskId` (a task), when there is one.
+    pub target: Option<String>,
+    pub params: Value,
+    /// The `Mcp-Name` header it carried.
+    pub mcp_name: Option<String>,
+    pub at: std::time::Instant,
+}
+
+impl RecordedRequest {
+    /// Whether its `_meta` declares the MCP tasks extension.
+    pub fn declares_tasks(&self) -> bool {
+        self.params["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"]
+            .get("io.modelcontextprotocol/tasks")
+            .is_some()
+    }
+}
+
+/// A loopback proxy in front of an MCP server (and its `/files`) that records every JSON-RPC
+/// request passing through; with `hide_tasks`, it also removes the tasks extension from the
+/// capabilities the server declares, so that clients see a server of the time before tasks.
+#[derive(Clone)]
+pub struct McpRecorder {
+    /// The proxied MCP endpoint: `http://host:port/mcp`.
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+#[derive(Clone)]
+struct RecorderState {
+    target: String,
+    hide_tasks: bool,
+    http: reqwest::Client,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl McpRecorder {
+    /// Forwards everything to `target`, an origin such as `http://127.0.0.1:3000`.
+    pub async fn start(target: String, hide_tasks: bool) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = RecorderState {
+            target,
+            hide_tasks,
+            http: reqwest::Client::new(),
+            requests: requests.clone(),
+        };
+        let app = Router::new().fallback(forward).with_state(state);
+        Self {
+            url: format!("http://{}/mcp", serve(app).await),
+            requests,
+        }
+    }
+
+    /// The requests of `method` (and, when given, for tool or task `target`).
+    pub fn recorded(&self, method: &str, target: Option<&str>) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|request| {
+                request.method == method
+                    && target.is_none_or(|target| request.target.as_deref() == Some(target))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+async fn forward(
+    State(state): State<RecorderState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let rpc_method = message["method"].as_str().unwrap_or_default().to_owned();
+    if message.get("id").is_some() && !rpc_method.is_empty() {
+        let params = message["params"].clone();
+        let target = params["name"]
+            .as_str()
+            .or_else(|| params["taskId"].as_str())
+            .map(str::to_owned);
+        state.requests.lock().unwrap().push(RecordedRequest {
+            method: rpc_method.clone(),
+            target,
+            params,
+            mcp_name: header(&headers, "mcp-name"),
+            at: std::time::Instant::now(),
+        });
+    }
+    let path = uri.path_and_query().map_or("/", |path| path.as_str());
+    let mut request = state
+        .http
+        .request(method, format!("{}{path}", state.target));
+    for (name, value) in &headers {
+        if !matches!(name.as_str(), "host" | "content-length" | "connection") {
+            request = request.header(name, value);
+        }
+    }
+    let Ok(answer) = request.body(body).send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let mut answer_headers = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            answer_headers.insert(name, value.clone());
+        }
+    }
+    let mut bytes = answer.bytes().await.unwrap_or_default();
+    if state.hide_tasks
+        && rpc_method == "initialize"
+        && let Ok(mut reply) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(extensions) = reply
+            .pointer_mut("/result/capabilities/extensions")
+            .and_then(Value::as_object_mut)
+    {
+        extensions.remove("io.modelcontextprotocol/tasks");
+        bytes = reply.to_string().into();
+    }
+    (status, answer_headers, bytes).into_response()
+}
