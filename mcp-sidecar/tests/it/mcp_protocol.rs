@@ -46,6 +46,7 @@ async fn tools_list_declares_input_and_output_schemas_with_parameter_description
                 "add",
                 "subtract",
                 "echo",
+                "render",
                 "start_render",
                 "get_render_status",
                 "get_render_result",

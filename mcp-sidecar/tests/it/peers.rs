@@ -135,8 +135,8 @@ fn typescript_sdk_client_calls_every_tool_and_a_strict_validator_accepts_every_s
     println!("TypeScript SDK: {seen}");
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(seen["checks"], "passed", "{seen}");
-    // Eight tools, each with an input and an output schema, all compiled in strict mode.
-    assert_eq!(seen["compiled"], 16, "{seen}");
+    // Nine tools, each with an input and an output schema, all compiled in strict mode.
+    assert_eq!(seen["compiled"], 18, "{seen}");
 }
 
 #[test]

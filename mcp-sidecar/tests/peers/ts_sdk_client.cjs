@@ -77,6 +77,16 @@ async function main() {
   check(Array.isArray(listed.structuredContent?.jobs), `list_renders: ${JSON.stringify(listed)}`);
   const cancelled = await call("cancel_render", { job_id: jobId });
   check(cancelled.structuredContent?.state === "succeeded", `cancel_render of a finished job: ${JSON.stringify(cancelled)}`);
+  // render, from a client without the tasks extension: the call waits and answers with the
+  // image (the SDK validates structuredContent against render's output schema).
+  const rendered = await call("render", { spec: { kind: "svg", svg, width: 20, height: 10 } });
+  const link = rendered.content?.find((block) => block.type === "resource_link");
+  const image = rendered.content?.find((block) => block.type === "image");
+  check(
+    rendered.isError === false && rendered.structuredContent?.content_type === "image/png"
+      && link?.uri === rendered.structuredContent?.url && image?.mimeType === "image/png",
+    `render: ${JSON.stringify(rendered).slice(0, 600)}`,
+  );
   // A failure's structuredContent is {error, code}, which the spec exempts from the output
   // schema. SDK 1.32.2's callTool still validates it (typescript-sdk issue #1943, fix open in
   // PR #1945) and throws, so the failure is read with the plain request, as the fix will.
@@ -89,7 +99,7 @@ async function main() {
   await client.close();
   const formatWarnings = printed.filter((line) => /unknown format/i.test(line));
   check(formatWarnings.length === 0, `the SDK warned: ${formatWarnings.join(" | ")}`);
-  return { tools: tools.length, compiled: compiled.length, called: 8 };
+  return { tools: tools.length, compiled: compiled.length, called: 9 };
 }
 
 main()
