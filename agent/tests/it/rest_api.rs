@@ -111,7 +111,11 @@ async fn a_chart_render_is_followed_over_sse_to_succeeded_and_downloaded_through
         let location = started.headers()["location"].to_str().unwrap().to_owned();
         let started: Value = started.json().await.unwrap();
         let job = started["job_id"].as_str().unwrap().to_owned();
-        assert_eq!(started["state"], "queued");
+        // Queued as a rule; a worker may already have taken it by the time it is answered.
+        assert!(
+            ["queued", "running", "succeeded"].contains(&started["state"].as_str().unwrap_or("")),
+            "{started}"
+        );
         assert_eq!(location, format!("/v1/renders/{job}"));
         assert_eq!(
             started["links"]["events"],

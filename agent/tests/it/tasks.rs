@@ -52,7 +52,11 @@ async fn post_render(http: &reqwest::Client, stack: &Stack, spec: Value) -> Stri
         .unwrap();
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let started: Value = started.json().await.unwrap();
-    assert_eq!(started["state"], "queued", "{started}");
+    // Queued as a rule; a worker may already have taken it by the time the task is read.
+    assert!(
+        ["queued", "running", "succeeded"].contains(&started["state"].as_str().unwrap_or("")),
+        "{started}"
+    );
     started["job_id"].as_str().unwrap().to_owned()
 }
 
