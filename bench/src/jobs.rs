@@ -97,7 +97,10 @@ pub(crate) fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>>
 }
 
 /// The commands run between two `command_stats` snapshots, by command.
-pub(crate) fn command_deltas(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+pub(crate) fn command_deltas(
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+) -> Vec<(String, u64)> {
     let mut seen: Vec<(String, u64)> = after
         .iter()
         .map(|(name, calls)| {

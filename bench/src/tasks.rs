@@ -65,7 +65,12 @@ impl Mcp {
         }
     }
 
-    fn request(&self, method: &str, name: Option<&str>, mut params: Value) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: &str,
+        name: Option<&str>,
+        mut params: Value,
+    ) -> reqwest::RequestBuilder {
         params["_meta"] = json!({
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
@@ -88,7 +93,12 @@ impl Mcp {
 
     /// One request whose answer is a single JSON-RPC message; returns its `result`.
     async fn call(&self, method: &str, name: Option<&str>, params: Value) -> anyhow::Result<Value> {
-        let text = self.request(method, name, params).send().await?.text().await?;
+        let text = self
+            .request(method, name, params)
+            .send()
+            .await?
+            .text()
+            .await?;
         // A JSON answer, or an SSE answer whose last data line is the response.
         let message = text
             .lines()
@@ -117,7 +127,9 @@ impl Mcp {
     }
 
     async fn create_task(&self, seed: usize) -> anyhow::Result<String> {
-        let created = self.tool("render", json!({"spec": small_chart(seed)})).await?;
+        let created = self
+            .tool("render", json!({"spec": small_chart(seed)}))
+            .await?;
         if created["resultType"] != "task" {
             bail!("render did not answer with a task: {created}");
         }

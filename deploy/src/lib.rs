@@ -55,6 +55,26 @@ pub fn render_service(out: &Path, project: &str, images: Option<(&str, &str)>) -
     std::fs::read_to_string(out).unwrap()
 }
 
+/// Renders workerpool.yaml with `deploy/render-service.sh` as Cloud Build does (only the
+/// sidecar image is given: the pool has no agent) and returns the rendered text.
+pub fn render_worker_pool(out: &Path, project: &str, sidecar_image: &str) -> String {
+    let status = Command::new("bash")
+        .arg(path("deploy/render-service.sh"))
+        .arg(path("workerpool.yaml"))
+        .arg(out)
+        .env("PROJECT_ID", project)
+        .env("SERVICE", "mcp-agent")
+        .env_remove("AGENT_IMAGE")
+        .env("SIDECAR_IMAGE", sidecar_image)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "deploy/render-service.sh workerpool.yaml failed"
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
 /// Validation errors of `instance` against the schema file `schema` (empty when valid).
 /// `pointer` selects a subschema (e.g. `/$defs/Container`); "" validates against the root.
 pub fn schema_errors(schema: &str, pointer: &str, instance: &Value) -> Vec<String> {
@@ -74,6 +94,74 @@ pub fn schema_errors(schema: &str, pointer: &str, instance: &Value) -> Vec<Strin
         .iter_errors(instance)
         .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect()
+}
+
+/// Validation errors of `instance` against the schema `root` of a Google API discovery document
+/// (`deploy/schemas/{document}`, e.g. the Cloud Run Admin API v1's), empty when valid.
+///
+/// A discovery document describes each message as a JSON-Schema-like object; it is read here as
+/// JSON Schema: every `schemas` entry becomes a definition, `"$ref": "Name"` a reference to it,
+/// `"type": "any"` no constraint, and every message with `properties` refuses any other field,
+/// as gcloud does when it turns a YAML file into the API message (`DictToMessageWithErrorCheck`
+/// in `gcloud run worker-pools replace`), so a misspelt field fails here and not at deploy.
+pub fn discovery_schema_errors(document: &str, root: &str, instance: &Value) -> Vec<String> {
+    let text = std::fs::read_to_string(path(&format!("deploy/schemas/{document}"))).unwrap();
+    let discovery: Value = serde_json::from_str(&text).unwrap();
+    let definitions: serde_json::Map<String, Value> = discovery["schemas"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{document} has no `schemas`: not a discovery document"))
+        .iter()
+        .map(|(name, message)| (name.clone(), discovery_to_json_schema(message)))
+        .collect();
+    assert!(
+        definitions.contains_key(root),
+        "{document} has no schema {root}"
+    );
+    let schema = serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$ref": format!("#/definitions/{root}"),
+        "definitions": definitions,
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator
+        .iter_errors(instance)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect()
+}
+
+/// One discovery schema node as JSON Schema (only the keywords that constrain a value).
+fn discovery_to_json_schema(node: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(reference) = node["$ref"].as_str() {
+        out.insert("$ref".into(), format!("#/definitions/{reference}").into());
+        return Value::Object(out);
+    }
+    if let Some(kind) = node["type"].as_str()
+        && kind != "any"
+    {
+        out.insert("type".into(), kind.into());
+    }
+    if let Some(values) = node.get("enum") {
+        out.insert("enum".into(), values.clone());
+    }
+    if let Some(properties) = node["properties"].as_object() {
+        let properties: serde_json::Map<String, Value> = properties
+            .iter()
+            .map(|(name, property)| (name.clone(), discovery_to_json_schema(property)))
+            .collect();
+        out.insert("properties".into(), properties.into());
+        out.insert("additionalProperties".into(), false.into());
+    }
+    if let Some(items) = node.get("items") {
+        out.insert("items".into(), discovery_to_json_schema(items));
+    }
+    if let Some(values) = node.get("additionalProperties") {
+        out.insert(
+            "additionalProperties".into(),
+            discovery_to_json_schema(values),
+        );
+    }
+    Value::Object(out)
 }
 
 /// The containers of a Cloud Run service, a Deployment or a Pod, native sidecars

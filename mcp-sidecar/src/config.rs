@@ -15,6 +15,14 @@ pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 #[derive(Debug, Clone, Parser)]
 #[command(name = "mcp-sidecar", version, about, long_about = None)]
 pub struct Config {
+    /// What this process does. `server` (default): the MCP endpoint at /mcp, /healthz, /readyz
+    /// and /files, plus RENDER_WORKERS render workers. `worker`: render workers only, taking
+    /// jobs from the Redis queue and uploading their artifacts, with no HTTP listener at all
+    /// (MCP_LISTEN_ADDR and the other MCP_* settings are unused); for a Cloud Run worker pool,
+    /// which has no endpoint, next to sidecars that accept jobs with RENDER_WORKERS=0.
+    #[arg(long, env = "SIDECAR_ROLE", value_enum, default_value_t = Role::Server)]
+    pub role: Role,
+
     /// Address to listen on, as host:port. Port 0 picks a free port (the bound address is
     /// logged). Keep it on loopback in the sidecar pattern; use 0.0.0.0:PORT only when the
     /// sidecar is deployed as its own service (then also set MCP_BEARER_TOKEN).
@@ -216,6 +224,13 @@ impl Config {
         {
             return Err("ARTIFACT_SIGNING_KEY must be at least 16 bytes".into());
         }
+        if self.role == Role::Worker && self.render_workers() == 0 {
+            return Err(
+                "SIDECAR_ROLE=worker needs RENDER_WORKERS of at least 1 (or unset, for \
+                        one per CPU): a worker with no render workers would do nothing"
+                    .into(),
+            );
+        }
         if self.max_queued_jobs == 0 {
             return Err("MAX_QUEUED_JOBS must be at least 1".into());
         }
@@ -261,6 +276,15 @@ fn origin_patterns(host: &str) -> [String; 2] {
         .is_some_and(|(_, port)| !port.contains(']'));
     let any_port = if has_port { "" } else { ":*" };
     ["http", "https"].map(|scheme| format!("{scheme}://{authority}{any_port}"))
+}
+
+/// What a sidecar process does (`SIDECAR_ROLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The MCP server (/mcp, probes, /files) plus RENDER_WORKERS render workers.
+    Server,
+    /// Render workers only, no HTTP listener: for a Cloud Run worker pool.
+    Worker,
 }
 
 /// Which artifact store holds finished renders.
@@ -320,6 +344,20 @@ mod tests {
                 "https://[fd00::2]:9000",
             ]
         );
+    }
+
+    #[test]
+    fn a_worker_without_render_workers_is_refused_with_the_reason() {
+        let config =
+            Config::parse_from(["mcp-sidecar", "--role", "worker", "--render-workers", "0"]);
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("SIDECAR_ROLE=worker") && error.contains("RENDER_WORKERS"),
+            "{error}"
+        );
+        let server = Config::parse_from(["mcp-sidecar", "--render-workers", "0"]);
+        assert_eq!(server.role, Role::Server, "server is the default role");
+        assert!(server.validate().is_ok(), "a server may run no workers");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The MCP sidecar as a library: `App::build(config)` binds and wires everything,
 //! `run_until_stopped` serves until the shutdown token is cancelled. `main.rs` only parses the
 //! configuration and calls these, so tests run exactly the same server on port 0.
+//!
+//! The same binary has two roles (`SIDECAR_ROLE`): `server`, the MCP endpoint plus render
+//! workers, and `worker`, the render workers alone with no listener, for a Cloud Run worker
+//! pool. Both meet only through Redis (the job queue) and the artifact store, so any mix of
+//! servers and workers on one Redis shares the work.
 
 pub mod artifacts;
 pub mod config;
@@ -27,7 +32,7 @@ use crate::{
         gcs::{GcsSettings, GcsStore},
         local::LocalStore,
     },
-    config::{ArtifactStoreKind, Config, SessionMode},
+    config::{ArtifactStoreKind, Config, Role, SessionMode},
     http::{HttpState, InFlight, McpService},
     jobs::{
         events::TaskEvents,
@@ -65,16 +70,22 @@ const STORE_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time kept back from the shutdown grace for handing jobs back and exiting.
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 
-/// A sidecar that is bound and ready to serve.
+/// A sidecar that is bound and ready to serve (or, in the worker role, ready to work).
 pub struct App {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    router: axum::Router,
+    /// The HTTP side; `None` in the worker role, which listens on nothing.
+    server: Option<HttpServer>,
     workers: Vec<RenderWorker>,
     store: JobStore,
     report_queue_depth: bool,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
+}
+
+/// The bound listener and what serves it: /mcp, the probes and /files.
+struct HttpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
     /// rmcp's token: cancelled after the shutdown token, once the HTTP server has finished.
     sessions: CancellationToken,
     in_flight: InFlight,
@@ -84,20 +95,19 @@ pub struct App {
 const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl App {
-    /// Binds the listener and builds everything. Serving and the render workers start with
-    /// [`App::run_until_stopped`]. Redis need not be up yet.
+    /// Binds the listener (in the server role) and builds everything. Serving and the render
+    /// workers start with [`App::run_until_stopped`]. Redis need not be up yet.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
         config.validate().map_err(StartupError::Config)?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
+        let listener = match config.role {
+            Role::Server => Some(bind(config.listen_addr).await?),
+            Role::Worker => None,
+        };
+        // A worker never hands out download URLs (the server answering `get_render_result`
+        // does), so its local store's URL base is only a placeholder.
+        let local_addr = listener
+            .as_ref()
+            .map_or(config.listen_addr, |(_, addr)| *addr);
 
         let redis = jobs::connection::redis_client(
             config.redis_url.expose(),
@@ -118,45 +128,25 @@ impl App {
         )?;
         if let Err(error) = store.ensure_queue().await {
             // Not fatal: workers create the queue when Redis comes up.
-            tracing::warn!(%error, "Redis is not reachable yet; /readyz reports 503 until it is");
+            tracing::warn!(
+                %error,
+                "Redis is not reachable yet; render workers retry, and /readyz (server role) \
+                 reports 503, until it is"
+            );
         }
         let artifacts = artifact_store(&config, local_addr).await?;
-        let events = TaskEvents::start(redis, store.events_channel(), shutdown.clone());
 
-        let shared = Arc::new(Shared {
-            catalog: ToolCatalog::new()?,
-            render: RenderTools {
-                store: store.clone(),
-                artifacts: artifacts.clone(),
-                signed_url_ttl: config.signed_url_ttl,
-                events,
-                tasks: TaskSettings {
-                    poll_interval: config.task_poll_interval,
-                    inline_image_max_bytes: config.task_inline_image_max_bytes,
-                    render_timeout: config.render_timeout,
-                },
-            },
-        });
-        // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)
-        // when this is cancelled, which `run_until_stopped` does once every request read
-        // before SIGTERM has been answered.
-        let sessions = CancellationToken::new();
-        let in_flight = InFlight::default();
-        let render = shared.render.clone();
-        let mcp = mcp_service(&config, shared, sessions.clone());
-        let state = Arc::new(HttpState {
-            mcp,
-            body_limits: service_core::body::BodyLimits::new(config.max_body_bytes),
-            bearer_token_digest: config
-                .bearer_token
-                .as_ref()
-                .map(|token| http::token_digest(token.expose())),
-            store: store.clone(),
-            artifacts: artifacts.clone(),
-            render,
-            in_flight: in_flight.clone(),
-            shutdown: shutdown.clone(),
-        });
+        let server = match listener {
+            Some((listener, local_addr)) => Some(HttpServer::new(
+                &config,
+                (listener, local_addr),
+                redis,
+                &store,
+                &artifacts,
+                &shutdown,
+            )?),
+            None => None,
+        };
 
         let worker_count = config.render_workers();
         let context = WorkerContext {
@@ -179,22 +169,18 @@ impl App {
             .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Self {
-            listener,
-            local_addr,
-            router: http::router(state),
+            server,
             workers,
             store,
             report_queue_depth: config.report_queue_depth,
             shutdown,
             shutdown_grace: config.shutdown_grace,
-            sessions,
-            in_flight,
         })
     }
 
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The address actually bound (useful with port 0); `None` in the worker role.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(|server| server.local_addr)
     }
 
     /// Serves and runs the render workers until the shutdown token is cancelled, then lets
@@ -212,13 +198,102 @@ impl App {
                 self.shutdown.child_token(),
             ));
         }
+        let (shutdown, grace) = (self.shutdown.clone(), self.shutdown_grace);
+        let served = match self.server {
+            Some(server) => {
+                tracing::info!(addr = %server.local_addr, render_workers = worker_count, "listening");
+                futures::future::Either::Left(server.serve(shutdown.clone(), grace))
+            }
+            None => {
+                tracing::info!(render_workers = worker_count, "render worker started");
+                futures::future::Either::Right(std::future::ready(Ok(())))
+            }
+        };
+        let everything = async move {
+            let served = served.await;
+            // SIGTERM reaches the workers through their child tokens: each finishes or hands
+            // back its job (within the grace) and then returns.
+            while workers.join_next().await.is_some() {}
+            served
+        };
+        service_core::shutdown::within_grace(&shutdown, grace, "in-flight work", everything).await
+    }
+}
+
+/// Binds `addr`, returning the listener and the address actually bound.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    Ok((listener, local_addr))
+}
+
+impl HttpServer {
+    /// The MCP tools, the probes and /files over the bound listener.
+    fn new(
+        config: &Config,
+        (listener, local_addr): (TcpListener, SocketAddr),
+        redis: redis::Client,
+        store: &JobStore,
+        artifacts: &ArtifactStore,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartupError> {
+        let events = TaskEvents::start(redis, store.events_channel(), shutdown.clone());
+        let shared = Arc::new(Shared {
+            catalog: ToolCatalog::new()?,
+            render: RenderTools {
+                store: store.clone(),
+                artifacts: artifacts.clone(),
+                signed_url_ttl: config.signed_url_ttl,
+                events,
+                tasks: TaskSettings {
+                    poll_interval: config.task_poll_interval,
+                    inline_image_max_bytes: config.task_inline_image_max_bytes,
+                    render_timeout: config.render_timeout,
+                },
+            },
+        });
+        // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)
+        // when this is cancelled, which `serve` does once every request read before SIGTERM
+        // has been answered.
+        let sessions = CancellationToken::new();
+        let in_flight = InFlight::default();
+        let render = shared.render.clone();
+        let mcp = mcp_service(config, shared, sessions.clone());
+        let state = Arc::new(HttpState {
+            mcp,
+            body_limits: service_core::body::BodyLimits::new(config.max_body_bytes),
+            bearer_token_digest: config
+                .bearer_token
+                .as_ref()
+                .map(|token| http::token_digest(token.expose())),
+            store: store.clone(),
+            artifacts: artifacts.clone(),
+            render,
+            in_flight: in_flight.clone(),
+            shutdown: shutdown.clone(),
+        });
+        Ok(Self {
+            listener,
+            local_addr,
+            router: http::router(state),
+            sessions,
+            in_flight,
+        })
+    }
+
+    /// Serves until the shutdown token is cancelled, then until every request read before it
+    /// has been answered.
+    async fn serve(self, shutdown: CancellationToken, grace: Duration) -> std::io::Result<()> {
         let listener = self.listener.tap_io(|stream| {
             // Small JSON-RPC replies must not wait for Nagle's algorithm.
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        let shutdown = self.shutdown.clone();
         let (sessions, in_flight) = (self.sessions, self.in_flight);
         // rmcp's token ends its sessions and answers any request still waiting for its handler
         // with a 500, so it is cancelled only once the HTTP server has finished: every
@@ -226,7 +301,7 @@ impl App {
         // connection) has had its answer. The server stops accepting at SIGTERM and ends the
         // sessions' GET streams itself (`http::mcp`); should a request still be
         // running when the grace is nearly over, its session is closed then.
-        let answer_in_flight = self.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN);
+        let answer_in_flight = grace.saturating_sub(SHUTDOWN_MARGIN);
         tokio::spawn({
             let (shutdown, sessions) = (shutdown.clone(), sessions.clone());
             async move {
@@ -243,17 +318,11 @@ impl App {
                 }
             }
         });
-        let server = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tracing::info!(addr = %self.local_addr, render_workers = worker_count, "listening");
-        let grace = self.shutdown_grace;
-        let everything = async move {
-            let served = server.into_future().await;
-            sessions.cancel();
-            while workers.join_next().await.is_some() {}
-            served
-        };
-        service_core::shutdown::within_grace(&shutdown, grace, "in-flight work", everything).await
+        let served = axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        sessions.cancel();
+        served
     }
 }
 

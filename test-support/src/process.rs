@@ -23,6 +23,20 @@ impl ServiceProcess {
     /// Starts `binary` with `env` (JSON logs forced) and waits for its "listening" log line,
     /// which carries the bound address.
     pub fn start(binary: &Path, env: &[(&str, &str)]) -> Self {
+        let process = Self::start_until(binary, env, "listening");
+        // A bound address never has port 0; 0 means the line had no `addr`.
+        assert_ne!(
+            process.addr.port(),
+            0,
+            "the \"listening\" line carries the bound address"
+        );
+        process
+    }
+
+    /// Like [`ServiceProcess::start`], for a process that may listen on nothing: waits for the
+    /// log line whose message is `ready`. `addr` is that line's `addr` field, or `0.0.0.0:0`
+    /// when it has none.
+    pub fn start_until(binary: &Path, env: &[(&str, &str)], ready: &str) -> Self {
         let label = binary
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -39,14 +53,16 @@ impl ServiceProcess {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let collected = logs.clone();
         let prefix = label.clone();
+        let ready_message = ready.to_owned();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                    if !sent
-                        && entry["message"] == "listening"
-                        && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse().ok())
-                    {
+                    if !sent && entry["message"] == ready_message.as_str() {
+                        let addr = entry["addr"]
+                            .as_str()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                         let _ = sender.send(addr);
                         sent = true;
                     }
@@ -58,7 +74,7 @@ impl ServiceProcess {
         });
         let addr: SocketAddr = receiver
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{label} logs its listening address"));
+            .unwrap_or_else(|_| panic!("{label} logs \"{ready}\""));
         Self { addr, child, logs }
     }
 

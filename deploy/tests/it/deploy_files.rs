@@ -6,14 +6,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deploy_checks::{
-    accepted_env, container, containers, dockerfile_cargo_build, env_names, schema_errors, yaml,
-    yaml_documents,
+    accepted_env, container, containers, discovery_schema_errors, dockerfile_cargo_build,
+    env_names, schema_errors, yaml, yaml_documents,
 };
 use serde_json::Value;
 
 fn service() -> Value {
     yaml("service.yaml")
 }
+
+fn worker_pool() -> Value {
+    yaml("workerpool.yaml")
+}
+
+/// The Cloud Run Admin API v1 discovery document (Google's machine-readable schema of every
+/// v1 resource, WorkerPool included; see deploy/schemas/SOURCES.md).
+const CLOUD_RUN_V1_DISCOVERY: &str = "cloud-run-v1.discovery.json";
 
 fn template_annotations(service: &Value) -> BTreeMap<String, String> {
     service["spec"]["template"]["metadata"]["annotations"]
@@ -385,6 +393,7 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
     let mut sources: Vec<(String, Vec<Value>)> = vec![
         ("service.yaml".into(), containers(&service())),
         ("deploy/local/pod.yaml".into(), containers(&local_pod())),
+        ("workerpool.yaml".into(), containers(&worker_pool())),
     ];
     // compose.yaml: services with environment maps.
     let compose = yaml("compose.yaml");
@@ -410,6 +419,14 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
         .collect();
     sources.push(("compose.yaml".into(), compose_containers));
 
+    // Which binary a container runs: its own name, or the worker role of the sidecar.
+    fn binary_of(container: &str) -> Option<&str> {
+        match container {
+            "render-worker" => Some("mcp-sidecar"),
+            "agent" | "mcp-sidecar" => Some(container),
+            _ => None,
+        }
+    }
     for (binary_name, binary) in &binaries {
         let accepted = accepted_env(binary);
         assert!(
@@ -417,14 +434,23 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
             "{binary_name} --help lists its settings"
         );
         for (file, containers) in &sources {
-            let Some(container) = containers.iter().find(|c| c["name"] == *binary_name) else {
-                panic!("{file} has no {binary_name} container");
-            };
-            for name in env_names(container) {
-                assert!(
-                    accepted.contains(&name) || standard(&name) || name == "PORT",
-                    "{file}: {binary_name} does not accept {name} (its --help lists {accepted:?})"
-                );
+            // The worker pool runs the sidecar alone; every other file runs both binaries.
+            assert!(
+                file == "workerpool.yaml" || containers.iter().any(|c| c["name"] == *binary_name),
+                "{file} has no {binary_name} container"
+            );
+            let runs_it = containers
+                .iter()
+                .filter(|c| binary_of(c["name"].as_str().unwrap_or_default()) == Some(binary_name));
+            for container in runs_it {
+                for name in env_names(container) {
+                    assert!(
+                        accepted.contains(&name) || standard(&name) || name == "PORT",
+                        "{file} ({}): {binary_name} does not accept {name} (its --help lists \
+                         {accepted:?})",
+                        container["name"]
+                    );
+                }
             }
         }
     }
@@ -472,4 +498,200 @@ fn deploy_checks_release_command(binary: &str) -> Vec<String> {
     .iter()
     .map(|word| (*word).to_owned())
     .collect()
+}
+
+#[test]
+fn the_worker_pool_validates_against_cloud_runs_v1_discovery_schema() {
+    let pool = worker_pool();
+    let errors = discovery_schema_errors(CLOUD_RUN_V1_DISCOVERY, "WorkerPool", &pool);
+    assert!(errors.is_empty(), "workerpool.yaml:\n{}", errors.join("\n"));
+    // The discovery document describes the fields, not these two values.
+    assert_eq!(pool["apiVersion"], "run.googleapis.com/v1");
+    assert_eq!(pool["kind"], "WorkerPool");
+    // gcloud's own check (`worker-pools replace`): spec.template is required.
+    assert!(pool["spec"]["template"]["spec"]["containers"].is_array());
+
+    // The check is strict: a misspelt field fails here, as it would in gcloud.
+    let mut misspelt = pool.clone();
+    misspelt["spec"]["template"]["spec"]["containers"][0]["enviroment"] = serde_json::json!([]);
+    let errors = discovery_schema_errors(CLOUD_RUN_V1_DISCOVERY, "WorkerPool", &misspelt);
+    assert!(
+        errors.iter().any(|error| error.contains("enviroment")),
+        "{errors:?}"
+    );
+    // And the same reading of the document accepts the service too (a sanity check of it).
+    let errors = discovery_schema_errors(CLOUD_RUN_V1_DISCOVERY, "Service", &service());
+    assert!(errors.is_empty(), "service.yaml:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn the_worker_pool_runs_the_sidecar_as_a_worker_on_the_services_queue_and_bucket() {
+    let pool = worker_pool();
+    let pool_containers = containers(&pool);
+    let worker = container(&pool_containers, "mcp-sidecar");
+    let service_containers = containers(&service());
+    let sidecar = container(&service_containers, "mcp-sidecar");
+    let env = |container: &Value, name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no {name}", container["name"]))
+    };
+
+    // The sidecar image, in the worker role, with render workers.
+    assert_eq!(
+        worker["image"], "mcp-sidecar",
+        "the placeholder Cloud Build pins"
+    );
+    assert_eq!(env(worker, "SIDECAR_ROLE")["value"], "worker");
+    let workers: u32 = env(worker, "RENDER_WORKERS")["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        workers >= 1,
+        "a worker with no render workers would do nothing"
+    );
+
+    // One queue, one lease, one bucket: what both consumers of the queue must agree on.
+    for name in [
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "JOB_LEASE",
+        "JOB_MAX_ATTEMPTS",
+        "JOB_TTL",
+        "RENDER_TIMEOUT",
+        "ARTIFACT_STORE",
+        "GCS_BUCKET",
+        "ARTIFACT_UPLOAD_ATTEMPTS",
+        "SHUTDOWN_GRACE",
+        "LOG_FORMAT",
+        "GOOGLE_CLOUD_PROJECT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        assert_eq!(env(worker, name), env(sidecar, name), "{name}");
+    }
+    assert_eq!(
+        pool["metadata"]["namespace"],
+        service()["metadata"]["namespace"]
+    );
+    assert_eq!(
+        pool["spec"]["template"]["spec"]["serviceAccountName"],
+        service()["spec"]["template"]["spec"]["serviceAccountName"]
+    );
+
+    // No endpoint: no container has ports, and the worker has no probe (it listens on nothing).
+    for container in &pool_containers {
+        assert!(
+            container.get("ports").is_none(),
+            "{}: ports",
+            container["name"]
+        );
+        assert!(
+            container["livenessProbe"].get("tcpSocket").is_none(),
+            "{}: Cloud Run rejects TCP liveness probes",
+            container["name"]
+        );
+    }
+    assert!(worker.get("startupProbe").is_none() && worker.get("livenessProbe").is_none());
+    // Every container a dependency names has a startup probe (Cloud Run's rule).
+    let annotations = &pool["spec"]["template"]["metadata"]["annotations"];
+    let dependencies: BTreeMap<String, Vec<String>> = serde_json::from_str(
+        annotations["run.googleapis.com/container-dependencies"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    for needed in dependencies.values().flatten() {
+        assert!(
+            container(&pool_containers, needed)
+                .get("startupProbe")
+                .is_some(),
+            "{needed}: startup probe"
+        );
+    }
+    // The instance count is set, as a number.
+    let count = pool["metadata"]["annotations"]["run.googleapis.com/manualInstanceCount"]
+        .as_str()
+        .unwrap();
+    assert!(count.parse::<u32>().is_ok(), "manualInstanceCount {count}");
+}
+
+#[test]
+fn rendering_the_worker_pool_pins_the_sidecar_by_digest_and_leaves_no_placeholder() {
+    let out = test_support::temp_dir("rendered").join("workerpool.yaml");
+    let image = format!(
+        "us-central1-docker.pkg.dev/test-project/mcp-agent/mcp-sidecar@sha256:{}",
+        "cd".repeat(32)
+    );
+    let text = deploy_checks::render_worker_pool(&out, "test-project", &image);
+    assert!(!text.contains("${"), "no placeholder left");
+    let rendered: Value = serde_saphyr::from_str(&text).unwrap();
+    let errors = discovery_schema_errors(CLOUD_RUN_V1_DISCOVERY, "WorkerPool", &rendered);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert_eq!(rendered["metadata"]["name"], "mcp-agent-render-worker");
+    assert_eq!(rendered["metadata"]["namespace"], "test-project");
+    let rendered_containers = containers(&rendered);
+    assert_eq!(
+        container(&rendered_containers, "mcp-sidecar")["image"],
+        image
+    );
+    assert!(image_placeholders(&rendered).is_empty());
+}
+
+#[test]
+fn cloud_build_can_deploy_the_worker_pool_and_compose_mirrors_it() {
+    let cloudbuild = yaml("cloudbuild.yaml");
+    let steps = cloudbuild["steps"].as_array().unwrap();
+    let step = |id: &str| {
+        steps
+            .iter()
+            .find(|step| step["id"] == id)
+            .unwrap_or_else(|| panic!("cloudbuild.yaml has no step {id}"))
+    };
+    let render = step("render")["script"].as_str().unwrap();
+    assert!(
+        render.contains("deploy/render-service.sh workerpool.yaml"),
+        "the render step renders the pool too:\n{render}"
+    );
+    let deploy = step("deploy-worker-pool");
+    let script = deploy["script"].as_str().unwrap();
+    assert!(
+        script.contains("gcloud run worker-pools replace"),
+        "{script}"
+    );
+    assert!(script.contains("_DEPLOY_WORKER_POOL"), "opt-in: {script}");
+    assert_eq!(deploy["waitFor"], serde_json::json!(["render"]));
+    assert_eq!(
+        cloudbuild["substitutions"]["_DEPLOY_WORKER_POOL"], "false",
+        "no pool unless asked for"
+    );
+
+    // compose: a render-worker in the worker role on the same Redis, prefix and artifacts.
+    let compose = yaml("compose.yaml");
+    let worker = &compose["services"]["render-worker"];
+    let sidecar = &compose["services"]["mcp-sidecar"];
+    assert_eq!(worker["environment"]["SIDECAR_ROLE"], "worker");
+    for name in [
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "ARTIFACT_STORE",
+        "ARTIFACT_DIR",
+        "JOB_LEASE",
+    ] {
+        assert_eq!(
+            worker["environment"][name], sidecar["environment"][name],
+            "compose render-worker: {name}"
+        );
+    }
+    assert_eq!(worker["build"], sidecar["build"], "the same image");
+    assert_eq!(
+        worker["volumes"], sidecar["volumes"],
+        "the same artifacts volume"
+    );
+    assert!(worker.get("ports").is_none(), "nothing to publish");
 }

@@ -149,7 +149,10 @@ impl GcsStore {
     ) -> Result<bytes::Bytes, ArtifactError> {
         let name = object_name(job, kind);
         let failed = |error: &dyn std::fmt::Display| {
-            ArtifactError::new(format!("reading gs://{}/{name} failed: {error}", self.bucket))
+            ArtifactError::new(format!(
+                "reading gs://{}/{name} failed: {error}",
+                self.bucket
+            ))
         };
         let mut response = self
             .client

@@ -116,8 +116,9 @@ impl LocalStore {
     pub fn read(&self, job: &JobId, kind: OutputKind, max: u64) -> Result<Vec<u8>, ArtifactError> {
         use std::io::Read;
         let path = self.path(job, kind);
-        let failed =
-            |error: &dyn std::fmt::Display| ArtifactError::new(format!("reading {}: {error}", path.display()));
+        let failed = |error: &dyn std::fmt::Display| {
+            ArtifactError::new(format!("reading {}: {error}", path.display()))
+        };
         let file = std::fs::File::open(&path).map_err(|error| failed(&error))?;
         let mut contents = Vec::new();
         file.take(max.saturating_add(1))

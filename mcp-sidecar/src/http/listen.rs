@@ -80,7 +80,10 @@ pub(super) async fn listen(
         }
     };
     let declared = request
-        .pointer(&format!("/params/_meta/{}", CLIENT_CAPABILITIES.replace('/', "~1")))
+        .pointer(&format!(
+            "/params/_meta/{}",
+            CLIENT_CAPABILITIES.replace('/', "~1")
+        ))
         .and_then(|capabilities| capabilities.get("extensions"))
         .and_then(|extensions| extensions.get(TASKS_EXTENSION))
         .is_some();
@@ -209,7 +212,10 @@ impl Stream {
                     event = tokio::time::timeout(KEEP_ALIVE, changes.recv()) => event,
                 };
                 match event {
-                    Err(_) => self.send_bytes(Bytes::from_static(b": keep-alive\n\n")).await?,
+                    Err(_) => {
+                        self.send_bytes(Bytes::from_static(b": keep-alive\n\n"))
+                            .await?
+                    }
                     Ok(Ok(TaskEvent::Changed(id))) => {
                         if let Some(task) = followed.get_mut(&*id) {
                             self.refresh(&id, task).await?;
@@ -273,7 +279,10 @@ impl Stream {
         };
         let mut params = serde_json::to_value(&detailed).unwrap_or_else(|_| json!({}));
         if let Value::Object(params) = &mut params {
-            params.insert("_meta".into(), json!({ SUBSCRIPTION_ID: self.subscription }));
+            params.insert(
+                "_meta".into(),
+                json!({ SUBSCRIPTION_ID: self.subscription }),
+            );
         }
         self.send(json!({
             "jsonrpc": "2.0",

@@ -282,20 +282,17 @@ impl RenderWorker {
                 Ok(Recorded::Lost) => Outcome::Superseded,
                 Err(error) => Outcome::Interrupted(error.to_string()),
             },
-            Err(Stop::Failed(failure, error)) => match self
-                .context
-                .store
-                .fail(&job, failure, &error)
-                .await
-            {
-                Ok(Recorded::Done) => {
-                    tracing::info!(%error, "render job failed");
-                    Outcome::Failed(error)
+            Err(Stop::Failed(failure, error)) => {
+                match self.context.store.fail(&job, failure, &error).await {
+                    Ok(Recorded::Done) => {
+                        tracing::info!(%error, "render job failed");
+                        Outcome::Failed(error)
+                    }
+                    Ok(Recorded::Cancelled) => Outcome::Cancelled,
+                    Ok(Recorded::Lost) => Outcome::Superseded,
+                    Err(store_error) => Outcome::Interrupted(store_error.to_string()),
                 }
-                Ok(Recorded::Cancelled) => Outcome::Cancelled,
-                Ok(Recorded::Lost) => Outcome::Superseded,
-                Err(store_error) => Outcome::Interrupted(store_error.to_string()),
-            },
+            }
             Err(Stop::Cancelled) => {
                 tracing::info!("render job cancelled while running");
                 Outcome::Cancelled
@@ -310,13 +307,12 @@ impl RenderWorker {
 
     /// Runs every stage, reporting progress before each and renewing the lease meanwhile.
     async fn run_pipeline(&self, job: &ClaimedJob) -> Result<Rendered, Stop> {
-        let value: serde_json::Value = serde_json::from_str(&job.spec_json)
-            .map_err(|error| {
-                Stop::Failed(
-                    Failure::Internal,
-                    format!("stored spec is not JSON: {error}"),
-                )
-            })?;
+        let value: serde_json::Value = serde_json::from_str(&job.spec_json).map_err(|error| {
+            Stop::Failed(
+                Failure::Internal,
+                format!("stored spec is not JSON: {error}"),
+            )
+        })?;
         let spec = RenderSpec::from_json(value)
             .map_err(|error| Stop::Failed(Failure::Render, error.to_string()))?;
         let stages = spec.stages();
@@ -357,11 +353,9 @@ impl RenderWorker {
                     .artifacts
                     .put(&job.id, output, bytes)
                     .instrument(stage_span(*stage));
-                self.while_renewing(job, upload)
-                    .await?
-                    .map_err(|error| {
-                        Stop::Failed(Failure::Internal, format!("upload failed: {error}"))
-                    })?;
+                self.while_renewing(job, upload).await?.map_err(|error| {
+                    Stop::Failed(Failure::Internal, format!("upload failed: {error}"))
+                })?;
                 return Ok(Rendered {
                     artifact,
                     total_stages: total,

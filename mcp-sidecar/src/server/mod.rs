@@ -22,9 +22,9 @@ use rmcp::{
     handler::server::common::{schema_for_input, schema_for_output},
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CustomRequest,
-        CustomResult, GetTaskParams,
-        GetTaskResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-        ServerCapabilities, ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
+        CustomResult, GetTaskParams, GetTaskResult, Implementation, JsonObject, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+        UpdateTaskParams,
     },
     service::RequestContext,
 };
@@ -327,9 +327,10 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
         fn problem<T: DeserializeOwned>(params: Value) -> String {
-            serde_json::from_value::<T>(params)
-                .err()
-                .map_or_else(|| "they do not fit the method".into(), |error| error.to_string())
+            serde_json::from_value::<T>(params).err().map_or_else(
+                || "they do not fit the method".into(),
+                |error| error.to_string(),
+            )
         }
         let params = request.params.unwrap_or(Value::Null);
         let problem = match request.method.as_str() {

@@ -269,9 +269,12 @@ impl RenderTools {
                 }
             };
             if snapshot.status.state.is_terminal() {
-                return self.finished_result(&snapshot).await.unwrap_or_else(|error| {
-                    tool_error(ErrorCode::Internal, format!("render job {id}: {error}"))
-                });
+                return self
+                    .finished_result(&snapshot)
+                    .await
+                    .unwrap_or_else(|error| {
+                        tool_error(ErrorCode::Internal, format!("render job {id}: {error}"))
+                    });
             }
             if let Some(sink) = &progress
                 && reported != Some(snapshot.status.stage)

@@ -9,8 +9,8 @@ use crate::common::redis_server::RedisServer;
 use mcp_sidecar::jobs::{
     model::{ArtifactRecord, JobId, JobState},
     store::{
-        ClaimedJob, Delivery, Enqueued, Failure, JobStore, Ownership, Progress, Recorded, StoreError,
-        StoreSettings, StoredResult,
+        ClaimedJob, Delivery, Enqueued, Failure, JobStore, Ownership, Progress, Recorded,
+        StoreError, StoreSettings, StoredResult,
     },
 };
 use redis::Commands;
@@ -210,7 +210,10 @@ async fn a_delivered_job_runs_reports_progress_and_succeeds_once() {
     assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
 
     // Terminal states never change: a second outcome and a cancel are both refused.
-    let again = store.fail(&job, Failure::Render, "late failure").await.unwrap();
+    let again = store
+        .fail(&job, Failure::Render, "late failure")
+        .await
+        .unwrap();
     assert_eq!(again, Recorded::Lost);
     let after_cancel = store.cancel(&id).await.unwrap();
     assert_eq!(after_cancel.state, JobState::Succeeded);
@@ -461,7 +464,10 @@ async fn running_out_of_attempts_is_a_failure_with_the_last_error_not_a_cancella
         Ownership::Lost
     );
     assert_eq!(
-        store.fail(&stalled, Failure::Render, "late failure").await.unwrap(),
+        store
+            .fail(&stalled, Failure::Render, "late failure")
+            .await
+            .unwrap(),
         Recorded::Lost
     );
     assert_eq!(store.status(&id).await.unwrap().error, Some(error));

@@ -87,7 +87,7 @@ pub async fn spawn_sidecar_on(
     let app = App::build(config, shutdown.clone())
         .await
         .expect("sidecar builds");
-    let addr = app.local_addr();
+    let addr = app.local_addr().expect("a server-role sidecar listens");
     tokio::spawn(app.run_until_stopped());
     TestSidecar {
         addr,
@@ -268,6 +268,29 @@ pub fn start_sidecar_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -
     let process = test_support::process::ServiceProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_mcp-sidecar")),
         &all,
+    );
+    SidecarProcess {
+        addr: process.addr,
+        process,
+        redis: None,
+    }
+}
+
+/// Starts the binary in the worker role (`SIDECAR_ROLE=worker`: render workers, no listener)
+/// with `base` then `env`, and waits for its "render worker started" log line. Its `addr` is
+/// `0.0.0.0:0`: it listens on nothing.
+pub fn start_worker_process_with(base: &[(&str, &str)], env: &[(&str, &str)]) -> SidecarProcess {
+    let mut all = vec![
+        ("SIDECAR_ROLE", "worker"),
+        ("ARTIFACT_SIGNING_KEY", TEST_SIGNING_KEY),
+        ("RENDER_WORKERS", "2"),
+    ];
+    all.extend_from_slice(base);
+    all.extend_from_slice(env);
+    let process = test_support::process::ServiceProcess::start_until(
+        std::path::Path::new(env!("CARGO_BIN_EXE_mcp-sidecar")),
+        &all,
+        "render worker started",
     );
     SidecarProcess {
         addr: process.addr,
