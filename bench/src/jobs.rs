@@ -121,24 +121,33 @@ pub(crate) fn command_deltas(
     seen
 }
 
+/// A sidecar's environment for the job benchmarks: port 0, this Redis and key prefix, a shared
+/// artifact directory and signing key, `workers` render workers.
+pub(crate) fn sidecar_env(
+    redis: &Redis,
+    artifacts: &TempDir,
+    prefix: &str,
+    workers: usize,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("MCP_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("REDIS_URL", redis.url()),
+        ("REDIS_KEY_PREFIX", prefix.to_owned()),
+        ("ARTIFACT_DIR", artifacts.0.display().to_string()),
+        (
+            "ARTIFACT_SIGNING_KEY",
+            "bench-signing-key-0123456789".to_owned(),
+        ),
+        ("RENDER_WORKERS", workers.to_string()),
+    ]
+}
+
 pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<JobsReport> {
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let redis = Redis::start()?;
     let artifacts = TempDir::new("artifacts")?;
     let prefix = "bench:".to_owned();
-    let env = |workers: usize| {
-        vec![
-            ("MCP_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("REDIS_URL", redis.url()),
-            ("REDIS_KEY_PREFIX", prefix.clone()),
-            ("ARTIFACT_DIR", artifacts.0.display().to_string()),
-            (
-                "ARTIFACT_SIGNING_KEY",
-                "bench-signing-key-0123456789".to_owned(),
-            ),
-            ("RENDER_WORKERS", workers.to_string()),
-        ]
-    };
+    let env = |workers: usize| sidecar_env(&redis, &artifacts, &prefix, workers);
     let sidecar = Server::start(&release_dir().join("mcp-sidecar"), &env(workers))?;
     let client = connect(&sidecar).await?;
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    jobs::{command_deltas, command_stats, small_chart},
+    jobs::{command_deltas, command_stats, sidecar_env, small_chart},
     processes::{Redis, Server, TempDir, release_dir},
     stats::Latency,
 };
@@ -218,21 +218,12 @@ pub async fn run(rounds: usize, get_calls: u64) -> anyhow::Result<TasksReport> {
     let artifacts = TempDir::new("artifacts")?;
     let prefix = "bench:".to_owned();
     let env = |workers: usize| {
-        vec![
-            ("MCP_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("REDIS_URL", redis.url()),
-            ("REDIS_KEY_PREFIX", prefix.clone()),
-            ("ARTIFACT_DIR", artifacts.0.display().to_string()),
-            (
-                "ARTIFACT_SIGNING_KEY",
-                "bench-signing-key-0123456789".to_owned(),
-            ),
-            ("RENDER_WORKERS", workers.to_string()),
-            (
-                "TASK_POLL_INTERVAL",
-                format!("{}ms", POLL_INTERVAL.as_millis()),
-            ),
-        ]
+        let mut env = sidecar_env(&redis, &artifacts, &prefix, workers);
+        env.push((
+            "TASK_POLL_INTERVAL",
+            format!("{}ms", POLL_INTERVAL.as_millis()),
+        ));
+        env
     };
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let sidecar = Server::start(&release_dir().join("mcp-sidecar"), &env(workers))?;

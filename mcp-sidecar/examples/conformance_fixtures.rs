@@ -40,19 +40,17 @@ use mcp_sidecar::{
     config::{ArtifactStoreKind, Config},
     digest::sha256_hex,
     jobs::{
-        connection::redis_client,
         events::TaskEvents,
         model::{ArtifactRecord, JobId},
         store::{
             ClaimedJob, Delivery, Failure, JobStore, Ownership, Progress, Recorded, StoreError,
-            StoreSettings,
         },
     },
     render::spec::OutputKind,
     server::{
         ErrorCode, ToolFailure,
         render::{RenderToolError, RenderTools},
-        tasks::{ProgressSink, TaskSettings},
+        tasks::ProgressSink,
         tool_error,
     },
 };
@@ -77,8 +75,6 @@ use tokio_util::sync::CancellationToken;
 const WORKERS: usize = 4;
 /// How long an idle worker waits on the queue before looking for stale jobs again.
 const POLL: Duration = Duration::from_secs(1);
-/// Bound on each Redis operation a tool call waits for (the sidecar's own).
-const STORE_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest `slow_compute` accepted.
 const MAX_SECONDS: f64 = 600.0;
 /// How long `failing_job` works before it fails ("after ~1s").
@@ -122,23 +118,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen_addr))?;
     let addr = listener.local_addr().context("the bound address")?;
 
-    let redis = redis_client(
-        config.redis_url.expose(),
-        config.redis_ca_file.as_deref(),
-        config.redis_username.as_deref(),
-        config.redis_password.as_ref().map(|secret| secret.expose()),
-    )?;
-    let store = JobStore::with_client(
-        redis.clone(),
-        StoreSettings {
-            key_prefix: config.redis_key_prefix.clone(),
-            finished_ttl: config.job_ttl,
-            lease: config.job_lease,
-            max_attempts: config.job_max_attempts,
-            max_queued: config.max_queued_jobs,
-            operation_timeout: STORE_OPERATION_TIMEOUT,
-        },
-    )?;
+    let (redis, store) = mcp_sidecar::job_store(&config)?;
     store.ensure_queue().await.context("creating the queue")?;
     let base_url = config
         .public_base_url
@@ -159,11 +139,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         artifacts: artifacts.clone(),
         signed_url_ttl: config.signed_url_ttl,
         events: TaskEvents::start(redis, store.events_channel(), shutdown.clone()),
-        tasks: TaskSettings {
-            poll_interval: config.task_poll_interval,
-            inline_image_max_bytes: config.task_inline_image_max_bytes,
-            render_timeout: config.render_timeout,
-        },
+        tasks: mcp_sidecar::task_settings(&config),
     };
 
     let mut workers = tokio::task::JoinSet::new();

@@ -94,6 +94,38 @@ struct HttpServer {
 /// How often the `render.queue.depth` gauge is refreshed (when metrics are exported).
 const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The Redis client and the job store a configuration names. Contacts nothing yet: the store
+/// connects on first use (and again after failures).
+pub fn job_store(config: &Config) -> Result<(redis::Client, JobStore), StartupError> {
+    let redis = jobs::connection::redis_client(
+        config.redis_url.expose(),
+        config.redis_ca_file.as_deref(),
+        config.redis_username.as_deref(),
+        config.redis_password.as_ref().map(config::Secret::expose),
+    )?;
+    let store = JobStore::with_client(
+        redis.clone(),
+        StoreSettings {
+            key_prefix: config.redis_key_prefix.clone(),
+            finished_ttl: config.job_ttl,
+            lease: config.job_lease,
+            max_attempts: config.job_max_attempts,
+            max_queued: config.max_queued_jobs,
+            operation_timeout: STORE_OPERATION_TIMEOUT,
+        },
+    )?;
+    Ok((redis, store))
+}
+
+/// How the task view is tuned, from a configuration.
+pub fn task_settings(config: &Config) -> TaskSettings {
+    TaskSettings {
+        poll_interval: config.task_poll_interval,
+        inline_image_max_bytes: config.task_inline_image_max_bytes,
+        render_timeout: config.render_timeout,
+    }
+}
+
 impl App {
     /// Binds the listener (in the server role) and builds everything. Serving and the render
     /// workers start with [`App::run_until_stopped`]. Redis need not be up yet.
@@ -109,23 +141,7 @@ impl App {
             .as_ref()
             .map_or(config.listen_addr, |(_, addr)| *addr);
 
-        let redis = jobs::connection::redis_client(
-            config.redis_url.expose(),
-            config.redis_ca_file.as_deref(),
-            config.redis_username.as_deref(),
-            config.redis_password.as_ref().map(config::Secret::expose),
-        )?;
-        let store = JobStore::with_client(
-            redis.clone(),
-            StoreSettings {
-                key_prefix: config.redis_key_prefix.clone(),
-                finished_ttl: config.job_ttl,
-                lease: config.job_lease,
-                max_attempts: config.job_max_attempts,
-                max_queued: config.max_queued_jobs,
-                operation_timeout: STORE_OPERATION_TIMEOUT,
-            },
-        )?;
+        let (redis, store) = job_store(&config)?;
         if let Err(error) = store.ensure_queue().await {
             // Not fatal: workers create the queue when Redis comes up.
             tracing::warn!(
@@ -249,11 +265,7 @@ impl HttpServer {
                 artifacts: artifacts.clone(),
                 signed_url_ttl: config.signed_url_ttl,
                 events,
-                tasks: TaskSettings {
-                    poll_interval: config.task_poll_interval,
-                    inline_image_max_bytes: config.task_inline_image_max_bytes,
-                    render_timeout: config.render_timeout,
-                },
+                tasks: task_settings(config),
             },
         });
         // Not a child of `shutdown`: rmcp ends its sessions (and any tool call still in one)

@@ -9,14 +9,11 @@
 //! still need a fixture are listed in [`NOT_APPLICABLE`] with the reason; every other check
 //! must pass (warnings are reported, not failed). Results go to `target/conformance-next/`.
 
-use std::{path::Path, process::Output};
-
 use crate::{
     common::start_sidecar_process,
-    peers::{describe, node_command},
+    peers::{conformance_next, describe, run_conformance_scenario},
 };
-use serde_json::Value;
-use test_support::{installed_tool, workspace_root};
+use test_support::workspace_root;
 
 /// Core scenarios run at the 2026-07-28 wire (`--spec-version 2026-07-28`; without it the
 /// suite picks 2025-11-25 for scenarios that span both).
@@ -129,38 +126,6 @@ const NOT_APPLICABLE: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Runs one scenario and returns the suite's output and its checks (`checks.json`).
-fn run_scenario(
-    url: &str,
-    scenario: &str,
-    spec_version: Option<&str>,
-    results: &Path,
-) -> (Output, Vec<Value>) {
-    let out_dir = results.join(scenario);
-    let mut command = node_command(&installed_tool("node/node_modules/.bin/node"));
-    command
-        .arg(installed_tool(
-            "node/node_modules/conformance-next/dist/index.js",
-        ))
-        .args(["server", "--url", url, "--scenario", scenario, "-o"])
-        .arg(&out_dir);
-    if let Some(version) = spec_version {
-        command.args(["--spec-version", version]);
-    }
-    let output = command.output().expect("the conformance suite runs");
-    let checks_file = std::fs::read_dir(&out_dir)
-        .ok()
-        .and_then(|mut entries| entries.next())
-        .and_then(Result::ok)
-        .map(|entry| entry.path().join("checks.json"))
-        .unwrap_or_else(|| panic!("{scenario}: no results written: {}", describe(&output)));
-    let checks = serde_json::from_slice(
-        &std::fs::read(&checks_file).unwrap_or_else(|_| panic!("{}", checks_file.display())),
-    )
-    .expect("checks.json is a JSON array");
-    (output, checks)
-}
-
 #[test]
 fn conformance_next_passes_every_2026_07_28_and_tasks_check_that_applies() {
     let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", "stateless")]);
@@ -178,7 +143,19 @@ fn conformance_next_passes_every_2026_07_28_and_tasks_check_that_applies() {
     let mut table = vec![];
     let mut problems = vec![];
     for (scenario, spec_version) in runs {
-        let (output, checks) = run_scenario(&sidecar.mcp_url(), scenario, spec_version, &results);
+        let (output, checks) = {
+            let extra: &[&str] = match spec_version {
+                Some(version) => &["--spec-version", version],
+                None => &[],
+            };
+            run_conformance_scenario(
+                conformance_next(),
+                &sidecar.mcp_url(),
+                scenario,
+                extra,
+                &results,
+            )
+        };
         let excused = |id: &str| {
             NOT_APPLICABLE
                 .iter()

@@ -7,15 +7,14 @@
 //!
 //! Results go to `target/conformance-next/tasks/<scenario>/`.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
+use std::{path::PathBuf, process::Command};
+
+use test_support::process::ServiceProcess;
+
+use crate::{
+    common::{TEST_SIGNING_KEY, redis_server::RedisServer, temp_dir},
+    peers::{conformance_next, run_conformance_scenario},
 };
-
-use serde_json::Value;
-use test_support::{installed_tool, process::ServiceProcess};
-
-use crate::common::{TEST_SIGNING_KEY, redis_server::RedisServer, temp_dir};
 
 /// Scenarios that cannot apply to the sidecar's task machinery, and why. They are still run and
 /// reported; their failures are not the sidecar's.
@@ -66,25 +65,6 @@ fn fixture_server_binary() -> PathBuf {
     path
 }
 
-/// The suite as `node <conformance-next>/dist/index.js`.
-fn conformance_next() -> Command {
-    let node = installed_tool("node/node_modules/.bin/node");
-    let mut command = Command::new(node);
-    command.arg(installed_tool(
-        "node/node_modules/conformance-next/dist/index.js",
-    ));
-    command
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// The suite's `tasks-*` server scenarios.
 fn task_scenarios() -> Vec<String> {
     let listed = conformance_next()
@@ -98,26 +78,6 @@ fn task_scenarios() -> Vec<String> {
         .filter(|name| name.starts_with("tasks-"))
         .map(str::to_owned)
         .collect()
-}
-
-/// Runs one scenario and returns its checks (the suite's `checks.json`).
-fn run_scenario(url: &str, scenario: &str, results: &Path) -> Vec<Value> {
-    let out_dir = results.join(scenario);
-    let output = conformance_next()
-        .args(["server", "--url", url, "--scenario", scenario, "-o"])
-        .arg(&out_dir)
-        .output()
-        .expect("the suite runs");
-    let checks_file = std::fs::read_dir(&out_dir)
-        .ok()
-        .and_then(|mut entries| entries.next())
-        .and_then(Result::ok)
-        .map(|entry| entry.path().join("checks.json"))
-        .unwrap_or_else(|| panic!("{scenario}: no results written: {}", describe(&output)));
-    serde_json::from_slice(
-        &std::fs::read(&checks_file).unwrap_or_else(|_| panic!("{}", checks_file.display())),
-    )
-    .expect("checks.json is a JSON array")
 }
 
 #[test]
@@ -154,7 +114,8 @@ fn conformance_tasks_scenarios_pass_on_the_sidecars_task_machinery() {
     let mut problems = vec![];
     let mut seen = vec![];
     for scenario in &scenarios {
-        let checks = run_scenario(&url, scenario, &results);
+        let (_, checks) =
+            run_conformance_scenario(conformance_next(), &url, scenario, &[], &results);
         let count = |status: &str| checks.iter().filter(|c| c["status"] == status).count();
         let (passed, failed, warnings, skipped) = (
             count("SUCCESS"),

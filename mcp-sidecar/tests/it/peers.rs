@@ -205,15 +205,37 @@ const SCENARIOS_ANY_MODE: [&str; 5] = [
 /// Scenarios that need a session (an Mcp-Session-Id) to mean anything.
 const SCENARIOS_SESSION_MODE: [&str; 2] = ["server-sse-multiple-streams", "server-sse-polling"];
 
-/// Runs one conformance scenario and returns its checks (the suite's own `checks.json`).
-fn run_conformance_scenario(url: &str, scenario: &str, results: &Path) -> (Output, Vec<Value>) {
-    let conformance = installed_tool("node/node_modules/.bin/conformance");
+/// The conformance suite 0.1.16 (`conformance`), as installed.
+fn conformance() -> Command {
+    node_command(&installed_tool("node/node_modules/.bin/conformance"))
+}
+
+/// The conformance suite 0.2.0-alpha.12 (npm alias `conformance-next`), run by the installed
+/// Node (its `.bin` name is taken by 0.1.16).
+pub(crate) fn conformance_next() -> Command {
+    let mut command = node_command(&installed_tool("node/node_modules/.bin/node"));
+    command.arg(installed_tool(
+        "node/node_modules/conformance-next/dist/index.js",
+    ));
+    command
+}
+
+/// Runs one server scenario of `suite` (with `extra` arguments) and returns the suite's
+/// output and its checks (its own `checks.json`, written under `results/<scenario>`).
+pub(crate) fn run_conformance_scenario(
+    mut suite: Command,
+    url: &str,
+    scenario: &str,
+    extra: &[&str],
+    results: &Path,
+) -> (Output, Vec<Value>) {
     let out_dir = results.join(scenario);
-    let output = node_command(&conformance)
+    let output = suite
         .args(["server", "--url", url, "--scenario", scenario, "-o"])
         .arg(&out_dir)
+        .args(extra)
         .output()
-        .expect("conformance runs");
+        .expect("the conformance suite runs");
     let checks_file = std::fs::read_dir(&out_dir)
         .ok()
         .and_then(|mut entries| entries.next())
@@ -238,8 +260,13 @@ fn conformance_suite_passes_every_scenario_that_applies() {
     ] {
         let sidecar = start_sidecar_process(&[("MCP_SESSION_MODE", session_mode)]);
         for scenario in SCENARIOS_ANY_MODE.iter().chain(extra) {
-            let (output, checks) =
-                run_conformance_scenario(&sidecar.mcp_url(), scenario, &results.join(session_mode));
+            let (output, checks) = run_conformance_scenario(
+                conformance(),
+                &sidecar.mcp_url(),
+                scenario,
+                &[],
+                &results.join(session_mode),
+            );
             let count = |status: &str| checks.iter().filter(|c| c["status"] == status).count();
             let (passed, failed, warnings) = (count("SUCCESS"), count("FAILURE"), count("WARNING"));
             table.push(format!(
@@ -259,8 +286,7 @@ fn conformance_suite_passes_every_scenario_that_applies() {
         println!("{row}");
     }
 
-    let conformance = installed_tool("node/node_modules/.bin/conformance");
-    let listed = node_command(&conformance)
+    let listed = conformance()
         .args(["list", "--server"])
         .output()
         .expect("conformance lists scenarios");
