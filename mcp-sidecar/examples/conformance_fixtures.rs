@@ -401,7 +401,7 @@ struct FixtureWorker {
     name: String,
     store: JobStore,
     artifacts: ArtifactStore,
-    connection: redis::aio::ConnectionManager,
+    connection: mcp_sidecar::jobs::connection::Connection,
     shutdown: CancellationToken,
 }
 

@@ -4,6 +4,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Parser, ValueEnum};
+
+pub use crate::jobs::connection::{AuthMode, RedisMode};
 pub use service_core::config::{Secret, parse_duration};
 use service_core::telemetry::LogConfig;
 
@@ -86,9 +88,35 @@ pub struct Config {
     pub redis_username: Option<String>,
 
     /// Prefix of every Redis key this deployment uses; give each deployment sharing a Redis
-    /// its own.
+    /// its own. In cluster mode it becomes the keys' hash tag (`{mcp:}job:…`) unless it
+    /// already holds one, so all of a deployment's keys share one slot.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "mcp:")]
     pub redis_key_prefix: String,
+
+    /// `standalone`: one primary (Memorystore for Redis, a local redis-server). `cluster`:
+    /// cluster mode (Memorystore for Valkey, Memorystore for Redis Cluster); REDIS_URL then
+    /// names any one node or the discovery endpoint, and the client follows MOVED/ASK and
+    /// failovers.
+    #[arg(long, env = "REDIS_MODE", value_enum, default_value = "standalone")]
+    pub redis_mode: RedisMode,
+
+    /// `password`: the password in REDIS_URL or REDIS_PASSWORD, if any. `iam`: Memorystore
+    /// IAM authentication, the password being an access token of the service's identity from
+    /// Application Default Credentials (the metadata server on Cloud Run; GCE_METADATA_HOST
+    /// overrides its address), renewed on every connection as it is refreshed.
+    #[arg(long, env = "REDIS_AUTH_MODE", value_enum, default_value = "password")]
+    pub redis_auth_mode: AuthMode,
+
+    /// Replicas that must hold a new render job (Redis WAIT) before `start_render` or a
+    /// `render` task answers, so a primary failover cannot lose an acknowledged job. 0: don't
+    /// wait.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// How long a new job waits for REDIS_WAIT_REPLICAS replicas before the call fails (with
+    /// a retryable error naming the job), e.g. `1s`.
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
 
     /// Render workers in this sidecar, each running one job at a time (default: the number of
     /// CPUs). 0 runs none: the sidecar then only accepts and reports jobs.
@@ -243,6 +271,23 @@ impl Config {
         if self.job_lease < Duration::from_millis(300) {
             return Err("JOB_LEASE must be at least 300ms".into());
         }
+        if self.redis_auth_mode == AuthMode::Iam
+            && (self.redis_password.is_some()
+                || url_has_password(self.redis_url.expose()))
+        {
+            return Err(
+                "REDIS_AUTH_MODE=iam takes the password from the service's identity (an IAM \
+                 access token); unset REDIS_PASSWORD and remove the password from REDIS_URL"
+                    .into(),
+            );
+        }
+        if self.redis_wait_replicas > 0 && self.redis_wait_timeout.is_zero() {
+            return Err(
+                "REDIS_WAIT_TIMEOUT must be more than 0 when REDIS_WAIT_REPLICAS is set \
+                 (WAIT with 0 would block until the replicas answer, however long)"
+                    .into(),
+            );
+        }
         if self.redis_ca_file.is_some() && !self.redis_url.expose().starts_with("rediss://") {
             return Err(
                 "REDIS_CA_FILE is set but REDIS_URL is not a rediss:// (TLS) URL; use rediss:// \
@@ -276,6 +321,18 @@ fn origin_patterns(host: &str) -> [String; 2] {
         .is_some_and(|(_, port)| !port.contains(']'));
     let any_port = if has_port { "" } else { ":*" };
     ["http", "https"].map(|scheme| format!("{scheme}://{authority}{any_port}"))
+}
+
+/// Whether a Redis URL carries a password (`redis://:secret@host`, `redis://user:secret@host`).
+fn url_has_password(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(credentials, _)| {
+            credentials
+                .split_once(':')
+                .is_some_and(|(_, password)| !password.is_empty())
+        })
 }
 
 /// What a sidecar process does (`SIDECAR_ROLE`).

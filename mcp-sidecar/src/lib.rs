@@ -35,6 +35,7 @@ use crate::{
     config::{ArtifactStoreKind, Config, Role, SessionMode},
     http::{HttpState, InFlight, McpService},
     jobs::{
+        connection::{Redis, RedisSettings},
         events::TaskEvents,
         store::{JobStore, StoreError, StoreSettings},
         worker::{RenderWorker, WorkerContext},
@@ -96,22 +97,26 @@ const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The Redis client and the job store a configuration names. Contacts nothing yet: the store
 /// connects on first use (and again after failures).
-pub fn job_store(config: &Config) -> Result<(redis::Client, JobStore), StartupError> {
-    let redis = jobs::connection::redis_client(
-        config.redis_url.expose(),
-        config.redis_ca_file.as_deref(),
-        config.redis_username.as_deref(),
-        config.redis_password.as_ref().map(config::Secret::expose),
-    )?;
-    let store = JobStore::with_client(
+pub fn job_store(config: &Config) -> Result<(Redis, JobStore), StartupError> {
+    let redis = Redis::open(RedisSettings {
+        url: config.redis_url.expose(),
+        ca_file: config.redis_ca_file.as_deref(),
+        username: config.redis_username.as_deref(),
+        password: config.redis_password.as_ref().map(config::Secret::expose),
+        mode: config.redis_mode,
+        auth: config.redis_auth_mode,
+    })?;
+    let store = JobStore::with_redis(
         redis.clone(),
         StoreSettings {
-            key_prefix: config.redis_key_prefix.clone(),
+            key_prefix: jobs::connection::key_prefix(&config.redis_key_prefix, config.redis_mode),
             finished_ttl: config.job_ttl,
             lease: config.job_lease,
             max_attempts: config.job_max_attempts,
             max_queued: config.max_queued_jobs,
             operation_timeout: STORE_OPERATION_TIMEOUT,
+            wait_replicas: config.redis_wait_replicas,
+            wait_timeout: config.redis_wait_timeout,
         },
     )?;
     Ok((redis, store))
@@ -252,7 +257,7 @@ impl HttpServer {
     fn new(
         config: &Config,
         (listener, local_addr): (TcpListener, SocketAddr),
-        redis: redis::Client,
+        redis: Redis,
         store: &JobStore,
         artifacts: &ArtifactStore,
         shutdown: &CancellationToken,

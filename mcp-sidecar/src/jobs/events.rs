@@ -13,9 +13,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use super::connection::{Delivered, Redis};
 
 /// What a waiter receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +41,13 @@ pub struct TaskEvents {
 impl TaskEvents {
     /// Subscribes to `channel` in the background (and again after every disconnect) until
     /// `shutdown`.
-    pub fn start(client: redis::Client, channel: String, shutdown: CancellationToken) -> Self {
+    pub fn start(redis: Redis, channel: String, shutdown: CancellationToken) -> Self {
         let (sender, _) = broadcast::channel(BUFFER);
         let events = Self { sender };
         let publisher = events.sender.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = relay(client, channel, publisher) => {}
+                () = relay(redis, channel, publisher) => {}
                 () = shutdown.cancelled() => {}
             }
         });
@@ -60,22 +61,23 @@ impl TaskEvents {
 }
 
 /// Subscribes and relays, forever; each successful (re)subscription is announced as a resync.
-async fn relay(client: redis::Client, channel: String, sender: broadcast::Sender<TaskEvent>) {
+async fn relay(redis: Redis, channel: String, sender: broadcast::Sender<TaskEvent>) {
     let mut failures = 0_u32;
     loop {
-        match subscribed(&client, &channel).await {
-            Ok(mut pubsub) => {
+        match redis.subscribe(&channel).await {
+            Ok(mut subscription) => {
                 if failures > 0 {
                     tracing::info!("task events: subscribed again");
                 }
                 failures = 0;
                 let _ = sender.send(TaskEvent::Resync);
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    if let Ok(id) = message.get_payload::<String>() {
-                        // No receivers is fine: nobody is waiting on a job right now.
-                        let _ = sender.send(TaskEvent::Changed(id.into()));
-                    }
+                while let Some(delivered) = subscription.next().await {
+                    // No receivers is fine: nobody is waiting on a job right now.
+                    let _ = sender.send(match delivered {
+                        Delivered::Message(id) => TaskEvent::Changed(id.into()),
+                        // The cluster client re-subscribed by itself after a failover.
+                        Delivered::Resubscribed => TaskEvent::Resync,
+                    });
                 }
                 tracing::warn!("task events: the subscription ended; subscribing again");
             }
@@ -92,15 +94,6 @@ async fn relay(client: redis::Client, channel: String, sender: broadcast::Sender
         }
         tokio::time::sleep(RETRY).await;
     }
-}
-
-async fn subscribed(
-    client: &redis::Client,
-    channel: &str,
-) -> Result<redis::aio::PubSub, redis::RedisError> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
 }
 
 /// Waits for the next event about `id` (or a resync) on `events`, at most `bound`. Returns

@@ -37,10 +37,11 @@
 use std::time::Duration;
 
 use redis::{
-    AsyncCommands, Client, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, Script,
     streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
 };
+
+use super::connection::{Connection, Redis, RedisSettings};
 
 use super::model::{ArtifactRecord, JobId, JobResult, JobState, JobStatus};
 use crate::digest::sha256_hex;
@@ -71,6 +72,17 @@ pub enum StoreError {
     QueueFull(u64),
     #[error("job record is damaged: {0}")]
     Corrupt(String),
+    #[error(
+        "render job {id} was written, but only {acknowledged} of the {wanted} Redis replicas \
+         REDIS_WAIT_REPLICAS asks for confirmed it within REDIS_WAIT_TIMEOUT, so a failover \
+         could lose it; it may still run: retry with the same idempotency_key to get this job \
+         back rather than a second one"
+    )]
+    NotReplicated {
+        id: JobId,
+        acknowledged: u64,
+        wanted: u32,
+    },
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -93,6 +105,10 @@ pub struct StoreSettings {
     pub max_queued: u64,
     /// Bound on each Redis operation a tool waits for.
     pub operation_timeout: Duration,
+    /// Replicas that must have a new job (Redis `WAIT`) before it is acknowledged; 0: none.
+    pub wait_replicas: u32,
+    /// How long to wait for them.
+    pub wait_timeout: Duration,
 }
 
 /// A job handed to a worker: what to run and the fence to quote while running it.
@@ -234,8 +250,11 @@ impl Scripts {
 /// The job store. Cheap to clone; clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct JobStore {
-    client: Client,
-    connection: ConnectionManager,
+    redis: Redis,
+    connection: Connection,
+    /// Where new jobs are written when they must reach replicas first: `WAIT` blocks the
+    /// connection it is sent on, so it gets one of its own rather than hold up every read.
+    durable: Option<Connection>,
     settings: std::sync::Arc<StoreSettings>,
     scripts: std::sync::Arc<Scripts>,
 }
@@ -259,36 +278,26 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Connection settings for a multiplexed connection that fails fast while Redis is away and
-/// reconnects by itself when it returns.
-fn connection_config(response_timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-}
-
 impl JobStore {
     /// Prepares the store. Does not need Redis to be up: connections are made on first use
     /// and re-made after failures, so the sidecar starts (and reports not-ready) without it.
     pub fn new(redis_url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
-        let client = Client::open(redis_url)
+        let redis = Redis::open(RedisSettings::url(redis_url))
             .map_err(|error| StoreError::Unavailable(format!("bad REDIS_URL: {error}")))?;
-        Self::with_client(client, settings)
+        Self::with_redis(redis, settings)
     }
 
-    /// [`JobStore::new`] with a client already set up (TLS, credentials: see
+    /// [`JobStore::new`] with a client already set up (TLS, credentials, cluster mode: see
     /// [`super::connection`]).
-    pub fn with_client(client: Client, settings: StoreSettings) -> Result<Self, StoreError> {
-        let connection = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            connection_config(settings.operation_timeout),
-        )?;
+    pub fn with_redis(redis: Redis, settings: StoreSettings) -> Result<Self, StoreError> {
+        let connection = redis.connection(settings.operation_timeout)?;
+        let durable = (settings.wait_replicas > 0)
+            .then(|| redis.connection(settings.operation_timeout + settings.wait_timeout))
+            .transpose()?;
         Ok(Self {
-            client,
+            redis,
             connection,
+            durable,
             settings: std::sync::Arc::new(settings),
             scripts: std::sync::Arc::new(Scripts::new()),
         })
@@ -392,17 +401,53 @@ impl JobStore {
             .arg(RECENT_CAP)
             .arg(trace_context)
             .arg(self.settings.max_queued);
-        let (outcome, job): (String, String) = self.invoke(invocation).await?;
-        match outcome.as_str() {
-            "created" => Ok(Enqueued { id, created: true }),
-            "existing" => Ok(Enqueued {
+        let (outcome, job): (String, String) = match &self.durable {
+            None => self.invoke(invocation).await?,
+            Some(durable) => {
+                let mut connection = durable.clone();
+                self.bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+                    .await?
+            }
+        };
+        let enqueued = match outcome.as_str() {
+            "created" => Enqueued { id, created: true },
+            "existing" => Enqueued {
                 id: parse_stored_id(&job)?,
                 created: false,
-            }),
-            "conflict" => Err(StoreError::IdempotencyConflict(job)),
-            "full" => Err(StoreError::QueueFull(job.parse().unwrap_or_default())),
-            other => Err(StoreError::Corrupt(format!("enqueue answered `{other}`"))),
+            },
+            "conflict" => return Err(StoreError::IdempotencyConflict(job)),
+            "full" => return Err(StoreError::QueueFull(job.parse().unwrap_or_default())),
+            other => return Err(StoreError::Corrupt(format!("enqueue answered `{other}`"))),
+        };
+        self.replicated(&enqueued.id).await?;
+        Ok(enqueued)
+    }
+
+    /// With `wait_replicas` set: waits until that many replicas have every write the durable
+    /// connection made so far (the job just written among them), or fails naming the job.
+    async fn replicated(&self, id: &JobId) -> Result<(), StoreError> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let (wanted, timeout) = (self.settings.wait_replicas, self.settings.wait_timeout);
+        let mut connection = durable.clone();
+        let key = self.job_key(id);
+        let acknowledged = tokio::time::timeout(
+            timeout + self.settings.operation_timeout,
+            connection.wait_for_replicas(&key, wanted, timeout),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!("no answer to WAIT within {:?}", timeout))
+        })??;
+        if acknowledged < u64::from(wanted) {
+            return Err(StoreError::NotReplicated {
+                id: id.clone(),
+                acknowledged,
+                wanted,
+            });
         }
+        Ok(())
     }
 
     /// The job's status: one `HMGET`.
@@ -604,17 +649,16 @@ impl JobStore {
 
     /// A connection of a worker's own, for blocking reads (a blocked read on the shared
     /// multiplexed connection would hold up every other command behind it).
-    pub fn worker_connection(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
-        Ok(ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            connection_config(block + self.settings.operation_timeout),
-        )?)
+    pub fn worker_connection(&self, block: Duration) -> Result<Connection, StoreError> {
+        Ok(self
+            .redis
+            .connection(block + self.settings.operation_timeout)?)
     }
 
     /// Takes over one entry whose worker stopped renewing its lease, if there is one.
     pub async fn reclaim_stale(
         &self,
-        connection: &mut ConnectionManager,
+        connection: &mut Connection,
         worker: &str,
     ) -> Result<Option<QueueEntry>, StoreError> {
         let reply: Result<StreamAutoClaimReply, _> = connection
@@ -663,7 +707,7 @@ impl JobStore {
     /// Waits up to `block` for a new entry.
     pub async fn read_new(
         &self,
-        connection: &mut ConnectionManager,
+        connection: &mut Connection,
         worker: &str,
         block: Duration,
     ) -> Result<Option<QueueEntry>, StoreError> {

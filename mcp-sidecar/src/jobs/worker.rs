@@ -115,7 +115,7 @@ pub enum Outcome {
 pub struct RenderWorker {
     name: String,
     context: WorkerContext,
-    connection: redis::aio::ConnectionManager,
+    connection: super::connection::Connection,
     shutdown: CancellationToken,
 }
 

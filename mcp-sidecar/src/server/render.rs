@@ -57,7 +57,11 @@ impl super::ToolFailure for RenderToolError {
             Self::Spec(_) | Self::JobId(_) | Self::Argument(_) => ErrorCode::InvalidArguments,
             Self::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
             Self::Store(StoreError::IdempotencyConflict(_)) => ErrorCode::Conflict,
-            Self::Store(StoreError::Unavailable(_) | StoreError::QueueFull(_)) => {
+            Self::Store(
+                StoreError::Unavailable(_)
+                | StoreError::QueueFull(_)
+                | StoreError::NotReplicated { .. },
+            ) => {
                 ErrorCode::Unavailable
             }
             Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => ErrorCode::Internal,

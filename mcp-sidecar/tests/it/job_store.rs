@@ -25,6 +25,8 @@ fn settings(prefix: &str) -> StoreSettings {
         max_attempts: 3,
         max_queued: 10_000,
         operation_timeout: Duration::from_secs(2),
+        wait_replicas: 0,
+        wait_timeout: Duration::from_secs(1),
     }
 }
 
