@@ -1,10 +1,13 @@
-//! What the workspace's integration tests share: a real `redis-server`, the workspace's
-//! binaries as real processes on free loopback ports, temporary directories, and the test
-//! tools installed under `.tools/` by `scripts/install-test-tools`.
+//! What the workspace's integration tests share: a real `redis-server` (or a real six-node
+//! Redis Cluster), a fake GCE metadata server, the workspace's binaries as real processes on
+//! free loopback ports, temporary directories, and the test tools installed under `.tools/`
+//! by `scripts/install-test-tools`.
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod metadata_server;
 pub mod otlp;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 
 use std::path::PathBuf;

@@ -34,12 +34,17 @@ fn template_annotations(service: &Value) -> BTreeMap<String, String> {
 
 /// The local loop's Pod: the one-replica `mcp-agent` Deployment in deploy/local/pod.yaml.
 fn local_pod() -> Value {
-    yaml_documents("deploy/local/pod.yaml")
+    local_deployment("deploy/local/pod.yaml", "mcp-agent")
+}
+
+/// The local worker pool (skaffold profile `worker-pool`): the render-worker Deployment.
+const LOCAL_WORKER: &str = "deploy/local/worker-pool/render-worker.yaml";
+
+fn local_deployment(file: &str, name: &str) -> Value {
+    yaml_documents(file)
         .into_iter()
-        .find(|document| {
-            document["kind"] == "Deployment" && document["metadata"]["name"] == "mcp-agent"
-        })
-        .expect("deploy/local/pod.yaml has the mcp-agent Deployment")
+        .find(|document| document["kind"] == "Deployment" && document["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{file} has the {name} Deployment"))
 }
 
 #[test]
@@ -62,23 +67,28 @@ fn service_cloudbuild_and_skaffold_files_validate_against_their_schemas() {
 fn the_local_manifests_validate_against_the_kubernetes_schemas() {
     // Strictly (unknown fields refused), with the schemas the PyPI package kubernetes-validate
     // ships, for a Kubernetes version local clusters run (native sidecars need >= 1.29).
-    let output =
-        std::process::Command::new(test_support::installed_tool("venv/bin/kubernetes-validate"))
-            .args(["--strict", "--kubernetes-version", "1.33.0"])
-            .arg(deploy_checks::path("deploy/local/pod.yaml"))
-            .output()
-            .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}");
-    assert_eq!(
-        report.matches("passed").count(),
-        yaml_documents("deploy/local/pod.yaml").len(),
-        "{report}"
-    );
+    for file in ["deploy/local/pod.yaml", LOCAL_WORKER] {
+        let output = std::process::Command::new(test_support::installed_tool(
+            "venv/bin/kubernetes-validate",
+        ))
+        .args(["--strict", "--kubernetes-version", "1.33.0"])
+        .arg(deploy_checks::path(file))
+        .output()
+        .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{report}");
+        assert_eq!(
+            report.matches("passed").count(),
+            yaml_documents(file).len(),
+            "{report}"
+        );
+    }
     // The app containers also fit Cloud Run's container schema, as they must mirror it.
+    let local_worker = local_deployment(LOCAL_WORKER, "mcp-render-worker");
     for container in containers(&local_pod())
         .iter()
+        .chain(containers(&local_worker).iter())
         .filter(|c| c["name"] != "otel-collector")
     {
         let mut container = container.clone();
@@ -394,6 +404,10 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
         ("service.yaml".into(), containers(&service())),
         ("deploy/local/pod.yaml".into(), containers(&local_pod())),
         ("workerpool.yaml".into(), containers(&worker_pool())),
+        (
+            LOCAL_WORKER.into(),
+            containers(&local_deployment(LOCAL_WORKER, "mcp-render-worker")),
+        ),
     ];
     // compose.yaml: services with environment maps.
     let compose = yaml("compose.yaml");
@@ -434,9 +448,10 @@ fn every_env_name_in_the_deploy_files_is_a_setting_the_binary_accepts() {
             "{binary_name} --help lists its settings"
         );
         for (file, containers) in &sources {
-            // The worker pool runs the sidecar alone; every other file runs both binaries.
+            // The worker pools run the sidecar alone; every other file runs both binaries.
+            let worker_pool = file == "workerpool.yaml" || file == LOCAL_WORKER;
             assert!(
-                file == "workerpool.yaml" || containers.iter().any(|c| c["name"] == *binary_name),
+                worker_pool || containers.iter().any(|c| c["name"] == *binary_name),
                 "{file} has no {binary_name} container"
             );
             let runs_it = containers
@@ -694,4 +709,126 @@ fn cloud_build_can_deploy_the_worker_pool_and_compose_mirrors_it() {
         "the same artifacts volume"
     );
     assert!(worker.get("ports").is_none(), "nothing to publish");
+}
+
+#[test]
+fn the_skaffold_worker_pool_profile_mirrors_the_worker_pool_and_leaves_the_default_alone() {
+    // The profile renders the overlay instead of pod.yaml, never both; the default is untouched.
+    let skaffold = yaml("skaffold.yaml");
+    assert_eq!(
+        skaffold["manifests"]["rawYaml"],
+        serde_json::json!(["deploy/local/pod.yaml"]),
+        "the default loop applies the Pod as it is"
+    );
+    let profile = skaffold["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|profile| profile["name"] == "worker-pool")
+        .expect("skaffold.yaml has a worker-pool profile");
+    let kustomize = &profile["manifests"]["kustomize"];
+    assert_eq!(
+        kustomize["paths"],
+        serde_json::json!(["deploy/local/worker-pool"])
+    );
+    assert_eq!(
+        kustomize["buildArgs"],
+        serde_json::json!(["--load-restrictor=LoadRestrictionsNone"]),
+        "the overlay reads ../pod.yaml"
+    );
+    assert!(
+        profile["patches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|patch| patch["op"] == "remove" && patch["path"] == "/manifests/rawYaml"),
+        "profiles merge: the base rawYaml must go"
+    );
+    assert!(profile.get("build").is_none() && profile.get("deploy").is_none());
+
+    // The overlay: the default Pod plus the worker, and one patch.
+    let overlay = yaml("deploy/local/worker-pool/kustomization.yaml");
+    assert_eq!(
+        overlay["resources"],
+        serde_json::json!(["../pod.yaml", "render-worker.yaml"])
+    );
+    let patch = yaml("deploy/local/worker-pool/shared-artifacts.yaml");
+    assert_eq!(
+        overlay["patches"],
+        serde_json::json!([{"path": "shared-artifacts.yaml"}])
+    );
+    assert_eq!(patch["kind"], "Deployment");
+    assert_eq!(patch["metadata"]["name"], "mcp-agent");
+
+    // The worker: the sidecar image in the worker role, on the Pod's queue and artifact store.
+    let worker_deployment = local_deployment(LOCAL_WORKER, "mcp-render-worker");
+    let worker_containers = containers(&worker_deployment);
+    assert_eq!(worker_containers.len(), 1);
+    let worker = container(&worker_containers, "mcp-sidecar");
+    let pod_containers = containers(&local_pod());
+    let sidecar = container(&pod_containers, "mcp-sidecar");
+    assert_eq!(
+        worker["image"], sidecar["image"],
+        "the image skaffold builds"
+    );
+    let env = |container: &Value, name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no {name}", container["name"]))
+    };
+    assert_eq!(env(worker, "SIDECAR_ROLE")["value"], "worker");
+    for name in [
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "JOB_LEASE",
+        "JOB_MAX_ATTEMPTS",
+        "JOB_TTL",
+        "RENDER_TIMEOUT",
+        "ARTIFACT_STORE",
+        "ARTIFACT_DIR",
+        "ARTIFACT_UPLOAD_ATTEMPTS",
+        "SHUTDOWN_GRACE",
+    ] {
+        assert_eq!(env(worker, name), env(sidecar, name), "{name}");
+    }
+    assert!(worker.get("ports").is_none(), "it listens on nothing");
+    assert!(worker.get("startupProbe").is_none() && worker.get("livenessProbe").is_none());
+
+    // One artifact directory: both Pods mount the same claim where ARTIFACT_DIR points.
+    let mount = |container: &Value| {
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|mount| mount["name"] == "artifacts")
+            .unwrap()["mountPath"]
+            .clone()
+    };
+    assert_eq!(mount(worker), mount(sidecar));
+    assert_eq!(mount(worker), env(worker, "ARTIFACT_DIR")["value"]);
+    let claim_of = |pod_spec: &Value| {
+        pod_spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|volume| volume["name"] == "artifacts")
+            .unwrap()["persistentVolumeClaim"]["claimName"]
+            .clone()
+    };
+    let claim = claim_of(&worker_deployment["spec"]["template"]["spec"]);
+    assert_eq!(claim_of(&patch["spec"]["template"]["spec"]), claim);
+    assert!(
+        yaml_documents(LOCAL_WORKER)
+            .iter()
+            .any(|document| document["kind"] == "PersistentVolumeClaim"
+                && document["metadata"]["name"] == claim),
+        "the overlay defines the claim {claim}"
+    );
+    // The patch swaps the volume's source: the emptyDir is deleted, not left next to the claim.
+    let patched_volume = &patch["spec"]["template"]["spec"]["volumes"][0];
+    assert!(patched_volume["emptyDir"].is_null() && patched_volume.get("emptyDir").is_some());
 }

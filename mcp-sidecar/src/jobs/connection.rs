@@ -517,15 +517,21 @@ pub fn explain(error: &redis::RedisError) -> String {
              CA that signed it (Memorystore: the instance's server CA), and the URL's host \
              must be one the certificate names",
         )
-    } else if lower.contains("cluster support disabled") || lower.contains("cluster_state") {
+    } else if lower.contains("cluster support disabled")
+        || lower.contains("clusterconnectionnotfound")
+        || lower.contains("no nodes found")
+    {
         Some(
-            "REDIS_MODE=cluster but this Redis is not in cluster mode: use REDIS_MODE=standalone \
-             (Memorystore for Redis), or point REDIS_URL at the cluster's discovery endpoint",
+            "REDIS_MODE=cluster could not learn the cluster's layout from REDIS_URL: either \
+             Redis is not reachable, or it is not in cluster mode (Memorystore for Redis is \
+             not: use REDIS_MODE=standalone); for a cluster, REDIS_URL names any node or the \
+             discovery endpoint",
         )
     } else if lower.contains("moved") || lower.contains("crossslot") {
         Some(
-            "this Redis is a cluster: set REDIS_MODE=cluster (Memorystore for Valkey and \
-             Memorystore for Redis Cluster run in cluster mode)",
+            "Redis answered as a cluster: with REDIS_MODE=standalone set REDIS_MODE=cluster \
+             (Memorystore for Valkey and Memorystore for Redis Cluster run in cluster mode); \
+             in cluster mode this is a failover or resharding in progress",
         )
     } else if lower.contains("connection reset")
         || lower.contains("broken pipe")

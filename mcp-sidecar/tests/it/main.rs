@@ -21,6 +21,8 @@ mod job_store;
 mod load;
 mod mcp_protocol;
 mod peers;
+mod redis_cluster;
+mod redis_iam;
 mod redis_tls;
 mod render_jobs;
 mod tasks;

@@ -97,14 +97,14 @@ enum McpName<'a> {
 }
 
 /// A raw-HTTP MCP client speaking 2026-07-28 (stateless: no `initialize`, no session).
-struct TaskClient {
+pub(crate) struct TaskClient {
     url: String,
     http: reqwest::Client,
     next_id: AtomicU64,
 }
 
 impl TaskClient {
-    fn new(mcp_url: &str) -> Self {
+    pub(crate) fn new(mcp_url: &str) -> Self {
         Self {
             url: mcp_url.to_owned(),
             http: reqwest::Client::new(),
@@ -204,7 +204,7 @@ impl TaskClient {
     }
 
     /// `tools/call render` from a client that declares the extension: the `CreateTaskResult`.
-    async fn call_render_as_task(&self, spec: Value) -> Value {
+    pub(crate) async fn call_render_as_task(&self, spec: Value) -> Value {
         let answer = self
             .send(
                 "tools/call",
@@ -222,7 +222,7 @@ impl TaskClient {
     }
 
     /// `tasks/get`, answered with a task (panics on an error).
-    async fn get(&self, task_id: &str) -> Value {
+    pub(crate) async fn get(&self, task_id: &str) -> Value {
         self.send(
             "tasks/get",
             json!({ "taskId": task_id }),
@@ -269,13 +269,13 @@ impl TaskClient {
     }
 
     /// Polls `tasks/get` until the task is terminal.
-    async fn wait_terminal(&self, task_id: &str, limit: Duration) -> Value {
+    pub(crate) async fn wait_terminal(&self, task_id: &str, limit: Duration) -> Value {
         self.wait_for(task_id, &["completed", "failed", "cancelled"], limit)
             .await
     }
 
     /// Opens `subscriptions/listen` for `task_ids` with request id `id`.
-    async fn listen(&self, id: &str, task_ids: &[&str]) -> Listener {
+    pub(crate) async fn listen(&self, id: &str, task_ids: &[&str]) -> Listener {
         let response = self
             .post(
                 json!(id),
@@ -333,14 +333,14 @@ impl SseEvents {
 }
 
 /// An open `subscriptions/listen` stream.
-struct Listener {
+pub(crate) struct Listener {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     events: SseEvents,
 }
 
 impl Listener {
     /// The next message, waiting at most `limit`.
-    async fn next(&mut self, limit: Duration) -> Value {
+    pub(crate) async fn next(&mut self, limit: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(message) = self.events.ready.pop_front() {
@@ -370,7 +370,7 @@ impl Listener {
     }
 
     /// Reads `notifications/tasks` for `task_id` until one is terminal; returns them all.
-    async fn until_terminal(&mut self, task_id: &str, limit: Duration) -> Vec<Value> {
+    pub(crate) async fn until_terminal(&mut self, task_id: &str, limit: Duration) -> Vec<Value> {
         let deadline = Instant::now() + limit;
         let mut seen = vec![];
         loop {
@@ -393,13 +393,13 @@ fn is_terminal(task: &Value) -> bool {
     )
 }
 
-fn task_id(task: &Value) -> String {
+pub(crate) fn task_id(task: &Value) -> String {
     task["taskId"].as_str().expect("taskId").to_owned()
 }
 
 /// An SVG whose render takes seconds in a debug build (large blurred layers), so a test can
 /// act while it runs; `layers` scales the work.
-fn slow_spec(layers: u32) -> Value {
+pub(crate) fn slow_spec(layers: u32) -> Value {
     let mut svg = String::from(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="1024" height="768"><defs><filter id="b"><feGaussianBlur stdDeviation="40"/></filter></defs>"#,
     );
@@ -417,7 +417,7 @@ fn slow_spec(layers: u32) -> Value {
 
 /// How long one wait of these tests may take: generous, since debug renders on a shared
 /// 2-core machine are slow, but bounded.
-const LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const LIMIT: Duration = Duration::from_secs(90);
 
 /// Asserts what every task carries: a job id as task id, RFC 3339 times (the last update not
 /// before the creation), and positive integer `ttlMs` and `pollIntervalMs`.
@@ -450,7 +450,7 @@ const INLINE_IMAGE_MAX_BYTES: u64 = 256 * 1024;
 /// bytes of its inline image: the text block mirrors the structured content, one
 /// `resource_link` points at the signed URL, one `image` block carries the PNG itself when it
 /// is at most [`INLINE_IMAGE_MAX_BYTES`], none when larger.
-fn assert_png_render_result(result: &Value, job_id: &str) -> (Value, Option<Vec<u8>>) {
+pub(crate) fn assert_png_render_result(result: &Value, job_id: &str) -> (Value, Option<Vec<u8>>) {
     assert_eq!(result["isError"], false, "{result}");
     let structured = result["structuredContent"].clone();
     assert_eq!(structured["job_id"], job_id, "{structured}");
