@@ -78,6 +78,104 @@ pub trait ToolRunner: Send + Sync {
     /// `{"error": "..."}` for a failed call. It cannot fail: failures are
     /// results the model should read and react to.
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, Value>;
+
+    /// [`call`](Self::call), reporting progress of a long call (a render) on `progress` as it
+    /// goes. Runners that cannot tell just call.
+    fn call_reporting<'a>(
+        &'a self,
+        name: &'a str,
+        arguments: Value,
+        progress: ToolProgress,
+    ) -> BoxFuture<'a, Value> {
+        let _ = progress;
+        self.call(name, arguments)
+    }
+}
+
+/// What a streamed chat ([`ChatModel::chat_streamed`]) reports while the turn runs. The end
+/// of the turn is the call's return value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// Text of the answer, as the model produces it.
+    Delta { text: String },
+    /// The model called a tool (the call runs next).
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: Value,
+    },
+    /// A tool call returned; `result` is what the model reads.
+    ToolResult {
+        id: String,
+        name: String,
+        result: Value,
+    },
+    /// A long tool call (a render) moved on.
+    Progress {
+        id: String,
+        name: String,
+        /// E.g. `"[2/4] rasterizing"`.
+        message: String,
+    },
+}
+
+impl ChatEvent {
+    /// The SSE event name: `delta`, `tool_call`, `tool_result`, `progress`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Delta { .. } => "delta",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
+            Self::Progress { .. } => "progress",
+        }
+    }
+
+    /// The event's data: its fields as a JSON object.
+    #[must_use]
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged
+                .remove(self.name())
+                .unwrap_or(Value::Object(Map::new())),
+            _ => Value::Object(Map::new()),
+        }
+    }
+}
+
+/// Where a streamed chat's events go.
+pub type ChatEvents = tokio::sync::mpsc::UnboundedSender<ChatEvent>;
+
+/// Reports a tool call's progress as [`ChatEvent::Progress`].
+#[derive(Clone, Debug)]
+pub struct ToolProgress {
+    events: Option<ChatEvents>,
+    id: String,
+    name: String,
+}
+
+impl ToolProgress {
+    /// Progress that goes nowhere (a chat that is not streamed).
+    #[must_use]
+    pub fn ignored() -> Self {
+        Self {
+            events: None,
+            id: String::new(),
+            name: String::new(),
+        }
+    }
+
+    pub fn report(&self, message: &str) {
+        if let Some(events) = &self.events {
+            // A closed receiver means nobody is listening any more: nothing to do.
+            let _ = events.send(ChatEvent::Progress {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                message: message.to_owned(),
+            });
+        }
+    }
 }
 
 /// Who said a [`ChatMessage`].
@@ -256,13 +354,45 @@ impl ChatModel {
         runner: &dyn ToolRunner,
         max_turns: u32,
     ) -> Result<ChatReply, LlmError> {
+        self.run(messages, tools, runner, max_turns, None).await
+    }
+
+    /// [`chat`](Self::chat), streamed: the model is asked for a streamed reply, and
+    /// `events` gets the answer's text as it arrives, each tool call as the model makes it,
+    /// each result as it returns, and progress of long calls. The return value is the same
+    /// as [`chat`](Self::chat)'s: the whole reply, or the error that ended the turn.
+    ///
+    /// # Errors
+    ///
+    /// As for [`chat`](Self::chat); a stream that breaks off or ends before the model
+    /// finished is [`LlmError::Upstream`].
+    pub async fn chat_streamed(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        runner: &dyn ToolRunner,
+        max_turns: u32,
+        events: &ChatEvents,
+    ) -> Result<ChatReply, LlmError> {
+        self.run(messages, tools, runner, max_turns, Some(events))
+            .await
+    }
+
+    async fn run(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        runner: &dyn ToolRunner,
+        max_turns: u32,
+        events: Option<&ChatEvents>,
+    ) -> Result<ChatReply, LlmError> {
         match &self.backend {
             Backend::None => Err(LlmError::NotConfigured),
             Backend::Vertex(client) => {
-                run_tool_loop(client, messages, tools, runner, max_turns).await
+                run_tool_loop(client, messages, tools, runner, max_turns, events).await
             }
             Backend::OpenAi(client) => {
-                run_tool_loop(client, messages, tools, runner, max_turns).await
+                run_tool_loop(client, messages, tools, runner, max_turns, events).await
             }
         }
     }
@@ -374,21 +504,40 @@ trait Provider: Sync {
     fn start(&self, messages: &[ChatMessage], tools: &[ToolSpec]) -> Self::Conversation;
 
     /// Sends the conversation to the model, appends the model's reply to it,
-    /// and returns what the model asked for.
+    /// and returns what the model asked for. With `deltas`, the reply is requested as a
+    /// stream and its text goes to `deltas` as it arrives.
     fn next_turn(
         &self,
         conversation: &mut Self::Conversation,
+        deltas: Option<&ChatEvents>,
     ) -> impl Future<Output = Result<ModelTurn, LlmError>> + Send;
 
     /// Appends the results of the calls from the last turn, in call order.
     fn add_tool_results(&self, conversation: &mut Self::Conversation, outcomes: Vec<ToolOutcome>);
 }
 
+/// Sends `text` as a [`ChatEvent::Delta`], when there is somewhere to send it.
+fn send_delta(deltas: Option<&ChatEvents>, text: &str) {
+    if let Some(deltas) = deltas
+        && !text.is_empty()
+    {
+        let _ = deltas.send(ChatEvent::Delta {
+            text: text.to_owned(),
+        });
+    }
+}
+
 /// Runs one call through `runner`, or answers it with the tool error when its
 /// arguments are not a JSON object.
-fn run_call<'a>(runner: &'a dyn ToolRunner, call: &'a ToolCallRequest) -> BoxFuture<'a, Value> {
+fn run_call<'a>(
+    runner: &'a dyn ToolRunner,
+    call: &'a ToolCallRequest,
+    progress: ToolProgress,
+) -> BoxFuture<'a, Value> {
     match &call.arguments {
-        CallArguments::Object(arguments) => runner.call(&call.name, arguments.clone()),
+        CallArguments::Object(arguments) => {
+            runner.call_reporting(&call.name, arguments.clone(), progress)
+        }
         CallArguments::Invalid { error, .. } => {
             tracing::debug!(tool = %call.name, "tool call arguments are not a JSON object");
             futures::future::ready(json!({ "error": error })).boxed()
@@ -403,11 +552,12 @@ async fn run_tool_loop<P: Provider>(
     tools: &[ToolSpec],
     runner: &dyn ToolRunner,
     max_turns: u32,
+    events: Option<&ChatEvents>,
 ) -> Result<ChatReply, LlmError> {
     let mut conversation = provider.start(messages, tools);
     let mut records = Vec::new();
     for turn in 1..=max_turns {
-        match provider.next_turn(&mut conversation).await? {
+        match provider.next_turn(&mut conversation, events).await? {
             ModelTurn::Answer(reply) => {
                 tracing::debug!(turn, tool_calls = records.len(), "model answered");
                 return Ok(ChatReply {
@@ -419,7 +569,45 @@ async fn run_tool_loop<P: Provider>(
             ModelTurn::ToolCalls(calls) => {
                 let names: Vec<&str> = calls.iter().map(|call| call.name.as_str()).collect();
                 tracing::debug!(turn, tools = ?names, "model requested tool calls");
-                let results = join_all(calls.iter().map(|call| run_call(runner, call))).await;
+                // Every call has an id for the events (the provider's, else made up here).
+                let ids: Vec<String> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(index, call)| {
+                        call.id
+                            .clone()
+                            .unwrap_or_else(|| format!("call_{turn}_{index}"))
+                    })
+                    .collect();
+                let progress = |index: usize, call: &ToolCallRequest| ToolProgress {
+                    events: events.cloned(),
+                    id: ids[index].clone(),
+                    name: call.name.clone(),
+                };
+                if let Some(events) = events {
+                    for (id, call) in ids.iter().zip(&calls) {
+                        let _ = events.send(ChatEvent::ToolCall {
+                            id: id.clone(),
+                            name: call.name.clone(),
+                            arguments: call.arguments.as_sent().clone(),
+                        });
+                    }
+                }
+                let results = join_all(calls.iter().enumerate().map(|(index, call)| {
+                    let id = ids[index].clone();
+                    let name = call.name.clone();
+                    run_call(runner, call, progress(index, call)).map(move |result| {
+                        if let Some(events) = events {
+                            let _ = events.send(ChatEvent::ToolResult {
+                                id,
+                                name,
+                                result: result.clone(),
+                            });
+                        }
+                        result
+                    })
+                }))
+                .await;
                 let outcomes: Vec<ToolOutcome> = calls
                     .into_iter()
                     .zip(results)

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::LlmError;
-use super::transport::{HttpTransport, checked_base_url, excerpt};
+use super::transport::{HttpTransport, StreamEnd, checked_base_url, excerpt};
 use super::{
-    CallArguments, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
+    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
     model_schema,
 };
 
@@ -135,21 +135,43 @@ impl Provider for OpenAiClient {
         }
     }
 
-    async fn next_turn(&self, conversation: &mut Conversation) -> Result<ModelTurn, LlmError> {
+    async fn next_turn(
+        &self,
+        conversation: &mut Conversation,
+        deltas: Option<&ChatEvents>,
+    ) -> Result<ModelTurn, LlmError> {
         let request = ChatCompletionRequest {
             model: &self.model,
             messages: &conversation.messages,
             tools: &conversation.tools,
+            stream: deltas.is_some(),
         };
-        let response: ChatCompletionResponse = self
-            .transport
-            .post_json(
-                PROVIDER,
-                &self.completions_url,
-                self.headers.clone(),
-                &request,
-            )
-            .await?;
+        let response: ChatCompletionResponse = match deltas {
+            None => {
+                self.transport
+                    .post_json(
+                        PROVIDER,
+                        &self.completions_url,
+                        self.headers.clone(),
+                        &request,
+                    )
+                    .await?
+            }
+            Some(deltas) => {
+                let mut assembly = StreamAssembly::default();
+                let end = self
+                    .transport
+                    .post_sse(
+                        PROVIDER,
+                        &self.completions_url,
+                        self.headers.clone(),
+                        &request,
+                        |data| assembly.add(data, deltas),
+                    )
+                    .await?;
+                assembly.finish(end)?
+            }
+        };
         conversation.assistant_turns += 1;
         let (message, turn) = interpret(response, conversation.assistant_turns)?;
         conversation.messages.push(message);
@@ -236,6 +258,108 @@ fn interpret(
     Ok((kept, ModelTurn::ToolCalls(requests)))
 }
 
+/// A streamed reply (`stream: true`) put back together: the text as it came, and each tool
+/// call from the fragments that name it by `index` (its id and name in the first, its
+/// arguments spread over many), so the result reads like the non-streamed reply.
+#[derive(Default)]
+struct StreamAssembly {
+    content: String,
+    refusal: String,
+    calls: std::collections::BTreeMap<u64, ToolCall>,
+    finish_reason: Option<String>,
+    done: bool,
+}
+
+impl StreamAssembly {
+    /// Takes one event's data; `true` at `[DONE]`.
+    fn add(&mut self, data: &str, deltas: &ChatEvents) -> Result<bool, LlmError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(true);
+        }
+        let chunk: ChunkResponse = serde_json::from_str(data).map_err(|error| {
+            LlmError::Malformed(format!(
+                "{PROVIDER}: a streamed chunk is not what the chat completions stream sends \
+                 ({error}): {}",
+                excerpt(data)
+            ))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(LlmError::Upstream(format!(
+                "{PROVIDER}: the stream carries an error: {}",
+                excerpt(&error.to_string())
+            )));
+        }
+        // Usage-only chunks have no choices.
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            return Ok(false);
+        };
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason);
+        }
+        let Some(delta) = choice.delta else {
+            return Ok(false);
+        };
+        if let Some(text) = delta.content {
+            super::send_delta(Some(deltas), &text);
+            self.content.push_str(&text);
+        }
+        if let Some(text) = delta.refusal {
+            self.refusal.push_str(&text);
+        }
+        for fragment in delta.tool_calls.unwrap_or_default() {
+            let call = self.calls.entry(fragment.index).or_insert_with(|| ToolCall {
+                id: String::new(),
+                kind: function_type(),
+                function: FunctionCall {
+                    name: String::new(),
+                    arguments: String::new(),
+                },
+            });
+            if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
+                call.id = id;
+            }
+            if let Some(kind) = fragment.kind {
+                call.kind = kind;
+            }
+            if let Some(function) = fragment.function {
+                if let Some(name) = function.name {
+                    call.function.name.push_str(&name);
+                }
+                if let Some(arguments) = function.arguments {
+                    call.function.arguments.push_str(&arguments);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The reply as a non-streamed one; an error for a stream that ended before the model
+    /// said it was done (no `[DONE]` and no finish reason: the connection was cut).
+    fn finish(self, end: StreamEnd) -> Result<ChatCompletionResponse, LlmError> {
+        if end == StreamEnd::Closed && !self.done && self.finish_reason.is_none() {
+            return Err(LlmError::Upstream(format!(
+                "{PROVIDER}: the reply stream ended before the model finished (no finish_reason, \
+                 no [DONE]); the answer so far was cut off"
+            )));
+        }
+        let tool_calls: Vec<ToolCall> = self.calls.into_values().collect();
+        let message = ResponseMessage {
+            content: (!self.content.is_empty() || tool_calls.is_empty() && self.refusal.is_empty())
+                .then_some(self.content),
+            refusal: (!self.refusal.is_empty()).then_some(self.refusal),
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+        };
+        Ok(ChatCompletionResponse {
+            choices: vec![Choice {
+                message: Some(message),
+                finish_reason: self.finish_reason,
+            }],
+            error: None,
+        })
+    }
+}
+
 // ---- Wire types ----
 
 #[derive(Serialize)]
@@ -245,6 +369,57 @@ struct ChatCompletionRequest<'a> {
     /// Omitted when empty: the API rejects an empty `tools` array.
     #[serde(skip_serializing_if = "<[ToolDefinition]>::is_empty")]
     tools: &'a [ToolDefinition],
+    /// `true` asks for the reply as server-sent `chat.completion.chunk`s.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+/// One `chat.completion.chunk` of a streamed reply.
+#[derive(Deserialize)]
+struct ChunkResponse {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallFragment>>,
+}
+
+/// A piece of a tool call: `index` says which call it belongs to.
+#[derive(Deserialize)]
+struct ToolCallFragment {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionFragment>,
+}
+
+#[derive(Deserialize)]
+struct FunctionFragment {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -102,6 +102,97 @@ impl HttpTransport {
     }
 }
 
+/// Most bytes of event data one streamed reply may carry (a long answer is a few tens of
+/// kilobytes): a stream that goes on past it is cut off with an error, so a faulty or hostile
+/// endpoint cannot grow the agent's memory without bound.
+pub(super) const MAX_STREAM_BYTES: usize = 8 * 1024 * 1024;
+
+/// How a streamed reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamEnd {
+    /// The handler said the reply was complete (e.g. OpenAI's `data: [DONE]`).
+    Finished,
+    /// The server closed the stream; whether that is complete is the provider's call.
+    Closed,
+}
+
+impl HttpTransport {
+    /// POSTs `body` as JSON to `url` and reads the reply as server-sent events, handing each
+    /// event's data to `on_data`, which returns `true` once the reply is complete.
+    ///
+    /// Bounds: the status line within the timeout, then each event within the timeout of the
+    /// one before (a model that goes quiet mid-answer is a [`LlmError::Timeout`], not a hang),
+    /// and [`MAX_STREAM_BYTES`] in all. A non-2xx status is [`LlmError::Upstream`] with the
+    /// start of the body; a connection that breaks mid-stream is [`LlmError::Upstream`] saying
+    /// so.
+    pub(super) async fn post_sse(
+        &self,
+        provider: &str,
+        url: &str,
+        headers: HeaderMap,
+        body: &impl Serialize,
+        mut on_data: impl FnMut(&str) -> Result<bool, LlmError> + Send,
+    ) -> Result<StreamEnd, LlmError> {
+        use futures::StreamExt;
+        tracing::debug!(provider, url, "calling model endpoint (streamed)");
+        let failed = |error: reqwest::Error| {
+            if error.is_timeout() {
+                LlmError::Timeout(self.timeout)
+            } else {
+                LlmError::Upstream(format!(
+                    "{provider}: request failed: {}",
+                    error_chain(&error)
+                ))
+            }
+        };
+        let response = self
+            .within(
+                self.client
+                    .post(url)
+                    .headers(headers)
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    .json(body)
+                    .send(),
+            )
+            .await?
+            .map_err(failed)?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = self
+                .within(response.text())
+                .await?
+                .unwrap_or_default();
+            return Err(LlmError::Upstream(format!(
+                "{provider}: HTTP {status}: {}",
+                excerpt(&text)
+            )));
+        }
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        let mut received = 0_usize;
+        loop {
+            let Some(event) = self.within(events.next()).await? else {
+                return Ok(StreamEnd::Closed);
+            };
+            let event = event.map_err(|error| {
+                LlmError::Upstream(format!(
+                    "{provider}: the reply stream broke off: {}",
+                    error_chain(&error)
+                ))
+            })?;
+            let Some(data) = event.data else { continue };
+            received += data.len();
+            if received > MAX_STREAM_BYTES {
+                return Err(LlmError::Malformed(format!(
+                    "{provider}: the streamed reply exceeds {MAX_STREAM_BYTES} bytes"
+                )));
+            }
+            if on_data(&data)? {
+                return Ok(StreamEnd::Finished);
+            }
+        }
+    }
+}
+
 /// Checks a configured base URL (http or https) and returns it without
 /// surrounding whitespace or trailing slashes, ready for appending paths.
 /// `setting` names it in the error.

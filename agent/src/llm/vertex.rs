@@ -53,7 +53,7 @@ use tokio::sync::OnceCell;
 use super::error::{LlmError, error_chain};
 use super::transport::{HttpTransport, checked_base_url, excerpt};
 use super::{
-    CallArguments, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
+    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
     model_schema,
 };
 
@@ -221,16 +221,39 @@ impl Provider for VertexClient {
         Conversation { contents, tools }
     }
 
-    async fn next_turn(&self, conversation: &mut Conversation) -> Result<ModelTurn, LlmError> {
+    async fn next_turn(
+        &self,
+        conversation: &mut Conversation,
+        deltas: Option<&ChatEvents>,
+    ) -> Result<ModelTurn, LlmError> {
         let headers = self.auth_headers().await?;
         let request = GenerateContentRequest {
             contents: &conversation.contents,
             tools: &conversation.tools,
         };
-        let response: GenerateContentResponse = self
-            .transport
-            .post_json(PROVIDER, &self.generate_content_url, headers, &request)
-            .await?;
+        let response: GenerateContentResponse = match deltas {
+            None => {
+                self.transport
+                    .post_json(PROVIDER, &self.generate_content_url, headers, &request)
+                    .await?
+            }
+            Some(deltas) => {
+                // `:streamGenerateContent?alt=sse`: each event is a GenerateContentResponse
+                // carrying the next parts of the one candidate.
+                let url = format!(
+                    "{}?alt=sse",
+                    self.generate_content_url
+                        .replace(":generateContent", ":streamGenerateContent")
+                );
+                let mut assembly = StreamAssembly::default();
+                self.transport
+                    .post_sse(PROVIDER, &url, headers, &request, |data| {
+                        assembly.add(data, deltas)
+                    })
+                    .await?;
+                assembly.finish()?
+            }
+        };
         let (content, turn) = interpret(response)?;
         conversation.contents.push(content);
         Ok(turn)
@@ -306,6 +329,81 @@ fn interpret(response: GenerateContentResponse) -> Result<(Content, ModelTurn), 
     }
     let answer = answer_parts.collect::<String>();
     Ok((content, ModelTurn::Answer(answer)))
+}
+
+/// A streamed reply put back together: the parts of the candidate in the order they came
+/// (text pieces and whole function calls), and its finish reason from the last event.
+#[derive(Default)]
+struct StreamAssembly {
+    parts: Vec<Part>,
+    finish_reason: Option<String>,
+    finish_message: Option<String>,
+    prompt_feedback: Option<PromptFeedback>,
+    events: usize,
+}
+
+impl StreamAssembly {
+    fn add(&mut self, data: &str, deltas: &ChatEvents) -> Result<bool, LlmError> {
+        let chunk: GenerateContentResponse = serde_json::from_str(data).map_err(|error| {
+            LlmError::Malformed(format!(
+                "{PROVIDER}: a streamed event is not a GenerateContentResponse ({error}): {}",
+                excerpt(data)
+            ))
+        })?;
+        self.events += 1;
+        if chunk.prompt_feedback.is_some() {
+            self.prompt_feedback = chunk.prompt_feedback;
+        }
+        if let Some(candidate) = chunk.candidates.into_iter().next() {
+            if let Some(content) = candidate.content {
+                for part in content.parts {
+                    if part.thought != Some(true)
+                        && let Some(text) = &part.text
+                    {
+                        super::send_delta(Some(deltas), text);
+                    }
+                    self.parts.push(part);
+                }
+            }
+            if candidate.finish_reason.is_some() {
+                self.finish_reason = candidate.finish_reason;
+                self.finish_message = candidate.finish_message;
+            }
+        }
+        Ok(false)
+    }
+
+    /// The reply as a non-streamed one. A stream that ended without a finish reason (and not
+    /// because the prompt was blocked) was cut off.
+    fn finish(self) -> Result<GenerateContentResponse, LlmError> {
+        let blocked = self
+            .prompt_feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.block_reason.is_some());
+        if self.finish_reason.is_none() && !blocked {
+            return Err(LlmError::Upstream(format!(
+                "{PROVIDER}: the reply stream ended before the model finished (no finishReason \
+                 after {} events); the answer so far was cut off",
+                self.events
+            )));
+        }
+        let candidates = if self.parts.is_empty() && blocked {
+            Vec::new()
+        } else {
+            vec![Candidate {
+                content: Some(Content {
+                    role: Some(ContentRole::Model),
+                    parts: self.parts,
+                }),
+                finish_reason: self.finish_reason,
+                finish_message: self.finish_message,
+            }]
+        };
+        Ok(GenerateContentResponse {
+            candidates,
+            prompt_feedback: self.prompt_feedback,
+        })
+    }
 }
 
 /// `finishReason X[: finishMessage]`, for error messages.
