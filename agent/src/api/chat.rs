@@ -130,7 +130,12 @@ impl FollowedTask {
         let mut failures = 0_u32;
         loop {
             tokio::time::sleep(interval).await;
-            let task = match self.state.hub.get_task_on(&self.server, &self.task_id).await {
+            let task = match self
+                .state
+                .hub
+                .get_task_on(&self.server, &self.task_id)
+                .await
+            {
                 Ok(task) => task,
                 // A blip: keep following, a few times.
                 Err(error) if failures < 5 => {
@@ -210,6 +215,21 @@ impl From<LlmError> for ApiError {
         };
         ApiError::new(status, error.to_string())
     }
+}
+
+/// `GET /v1/chat`: whether a model is configured (and which), so a page can say so plainly
+/// instead of offering a chat that can only fail.
+pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let configured = state.model.is_configured();
+    Json(json!({
+        "configured": configured,
+        "model": state.model.describe(),
+        "message": if configured {
+            Value::Null
+        } else {
+            LlmError::NotConfigured.to_string().into()
+        },
+    }))
 }
 
 /// Whether the client asked for the streamed form.

@@ -66,7 +66,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/renders/{id}/events", get(renders::events))
         .route("/v1/tasks/{id}", get(tasks::status).delete(tasks::cancel))
         .route("/v1/tasks/{id}/events", get(tasks::events))
-        .route("/v1/chat", post(chat::chat))
+        .route("/v1/chat", get(chat::status).post(chat::chat))
         .route("/files/{job_id}", get(files::proxy))
         .route_layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {

@@ -1,4 +1,4 @@
-//! The web page: three files built into the binary (no CDN, nothing fetched from elsewhere).
+//! The web page: five files built into the binary (no CDN, nothing fetched from elsewhere).
 
 use axum::{
     extract::Path,
@@ -9,6 +9,8 @@ use axum::{
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
+const CHAT_JS: &str = include_str!("../../web/chat.js");
+const CHAT_CSS: &str = include_str!("../../web/chat.css");
 
 /// The page's security headers: only same-origin scripts, styles, images and API calls.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -36,6 +38,8 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => page("text/javascript; charset=utf-8", APP_JS),
         "style.css" => page("text/css; charset=utf-8", STYLE_CSS),
+        "chat.js" => page("text/javascript; charset=utf-8", CHAT_JS),
+        "chat.css" => page("text/css; charset=utf-8", CHAT_CSS),
         _ => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
 }

@@ -26,7 +26,7 @@ use crate::common::{Stack, fakes::MetadataServer};
 
 /// How the streaming fake model answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plot {
+pub(crate) enum Plot {
     /// Call `add {a: 2, b: 3}` (its arguments in three fragments), then answer "2 + 3 = 5"
     /// in three pieces, [`PIECE_GAP`] apart.
     AddThenAnswer,
@@ -34,20 +34,38 @@ enum Plot {
     RenderThenAnswer,
     /// Call `render` on a slow SVG, then answer (a client stops before that).
     SlowRender,
+    /// Call `render` on an SVG that takes a second or two, then answer naming the URL.
+    BlurredRender,
     /// Two pieces of text, then the connection closes: no finish reason, no `[DONE]`.
     CutMidway,
     /// One piece of text, then an event that is not JSON.
     Garbage,
     /// One piece of text, then silence with the connection open.
     Stall,
+    /// By the last user message: "slow" → [`Plot::SlowRender`], "render" →
+    /// [`Plot::RenderThenAnswer`], anything else → [`Plot::AddThenAnswer`] (for the page).
+    ByMessage,
+}
+
+impl Plot {
+    /// The plot to follow for a request whose last user message is `message`.
+    fn resolve(self, message: &str) -> Self {
+        match self {
+            Self::ByMessage if message.contains("slow") => Self::SlowRender,
+            Self::ByMessage if message.contains("blurred") => Self::BlurredRender,
+            Self::ByMessage if message.to_lowercase().contains("render") => Self::RenderThenAnswer,
+            Self::ByMessage => Self::AddThenAnswer,
+            plot => plot,
+        }
+    }
 }
 
 /// The gap between the pieces of a streamed answer.
 const PIECE_GAP: Duration = Duration::from_millis(400);
 
 #[derive(Clone)]
-struct StreamingModel {
-    url: String,
+pub(crate) struct StreamingModel {
+    pub(crate) url: String,
     plot: Arc<Mutex<Plot>>,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
@@ -55,7 +73,7 @@ struct StreamingModel {
 type ModelState = (Arc<Mutex<Plot>>, Arc<Mutex<Vec<Value>>>);
 
 impl StreamingModel {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let plot = Arc::new(Mutex::new(Plot::AddThenAnswer));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
@@ -75,12 +93,12 @@ impl StreamingModel {
         }
     }
 
-    fn set(&self, plot: Plot) {
+    pub(crate) fn set(&self, plot: Plot) {
         *self.plot.lock().unwrap() = plot;
         self.bodies.lock().unwrap().clear();
     }
 
-    fn bodies(&self) -> Vec<Value> {
+    pub(crate) fn bodies(&self) -> Vec<Value> {
         self.bodies.lock().unwrap().clone()
     }
 }
@@ -122,10 +140,16 @@ fn chart_arguments() -> Value {
 }
 
 fn slow_arguments() -> Value {
+    blurred_arguments(6)
+}
+
+/// An SVG of `layers` large blurred shapes: each takes a good part of a second to render in
+/// a debug build.
+fn blurred_arguments(layers: u32) -> Value {
     let mut svg = String::from(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="1024" height="768"><defs><filter id="b"><feGaussianBlur stdDeviation="40"/></filter></defs>"#,
     );
-    for layer in 0..6 {
+    for layer in 0..layers {
         svg.push_str(&format!(
             r#"<g filter="url(#b)" opacity="0.6"><rect x="{}" y="40" width="600" height="500" fill="teal"/><circle cx="500" cy="400" r="300" fill="orange"/></g>"#,
             100 + layer * 37
@@ -141,6 +165,7 @@ fn first_call(plot: Plot) -> Option<(&'static str, Value)> {
         Plot::AddThenAnswer => Some(("add", json!({"a": 2, "b": 3}))),
         Plot::RenderThenAnswer => Some(("render", chart_arguments())),
         Plot::SlowRender => Some(("render", slow_arguments())),
+        Plot::BlurredRender => Some(("render", blurred_arguments(2))),
         _ => None,
     }
 }
@@ -162,7 +187,16 @@ async fn openai_stream(
     Json(body): Json<Value>,
 ) -> Response {
     bodies.lock().unwrap().push(body.clone());
-    let plot = *plot.lock().unwrap();
+    let last_user = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|message| message["role"] == "user")
+        .and_then(|message| message["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let plot = plot.lock().unwrap().resolve(&last_user);
     assert_eq!(body["stream"], true, "a streamed turn asks for a stream");
     let chunk = |delta: Value, finish: Option<&str>| {
         sse(&json!({"object": "chat.completion.chunk",
@@ -175,11 +209,16 @@ async fn openai_stream(
         .iter()
         .rev()
         .find(|message| message["role"] == "tool")
-        .map(|message| serde_json::from_str::<Value>(message["content"].as_str().unwrap()).unwrap());
+        .map(|message| {
+            serde_json::from_str::<Value>(message["content"].as_str().unwrap()).unwrap()
+        });
     let now = Duration::ZERO;
     let pieces = match (plot, tool_result) {
         (Plot::CutMidway, _) => vec![
-            (now, chunk(json!({"role": "assistant", "content": "Half an "}), None)),
+            (
+                now,
+                chunk(json!({"role": "assistant", "content": "Half an "}), None),
+            ),
             (PIECE_GAP, chunk(json!({"content": "answer"}), None)),
         ],
         (Plot::Garbage, _) => vec![
@@ -187,18 +226,39 @@ async fn openai_stream(
             (PIECE_GAP, sse("{this is not json")),
         ],
         (Plot::Stall, _) => {
-            return streamed(vec![(now, chunk(json!({"content": "Thinking"}), None))], true);
+            return streamed(
+                vec![(now, chunk(json!({"content": "Thinking"}), None))],
+                true,
+            );
         }
         (plot, None) => {
             let (name, arguments) = first_call(plot).unwrap();
             let text = arguments.to_string();
             let (head, tail) = text.split_at(text.len() / 2);
             vec![
-                (now, chunk(json!({"role": "assistant", "content": null, "tool_calls": [
+                (
+                    now,
+                    chunk(
+                        json!({"role": "assistant", "content": null, "tool_calls": [
                     {"index": 0, "id": "call_1", "type": "function",
-                     "function": {"name": name, "arguments": ""}}]}), None)),
-                (now, chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": head}}]}), None)),
-                (now, chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": tail}}]}), None)),
+                     "function": {"name": name, "arguments": ""}}]}),
+                        None,
+                    ),
+                ),
+                (
+                    now,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": head}}]}),
+                        None,
+                    ),
+                ),
+                (
+                    now,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": tail}}]}),
+                        None,
+                    ),
+                ),
                 (now, chunk(json!({}), Some("tool_calls"))),
                 (now, sse("[DONE]")),
             ]
@@ -224,7 +284,16 @@ async fn vertex_stream(
     Json(body): Json<Value>,
 ) -> Response {
     bodies.lock().unwrap().push(body.clone());
-    let plot = *plot.lock().unwrap();
+    let last_user = body["contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|content| content["role"] == "user" && content["parts"][0]["text"].is_string())
+        .and_then(|content| content["parts"][0]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let plot = plot.lock().unwrap().resolve(&last_user);
     assert!(action.ends_with(":streamGenerateContent"), "{action}");
     assert_eq!(query.as_deref(), Some("alt=sse"));
     let event = |parts: Value, finish: Option<&str>| {
@@ -253,7 +322,10 @@ async fn vertex_stream(
             (PIECE_GAP, sse("{this is not json")),
         ],
         (Plot::Stall, _) => {
-            return streamed(vec![(now, event(json!([{"text": "Thinking"}]), None))], true);
+            return streamed(
+                vec![(now, event(json!([{"text": "Thinking"}]), None))],
+                true,
+            );
         }
         (plot, None) => {
             let (name, arguments) = first_call(plot).unwrap();
@@ -415,9 +487,15 @@ fn vertex_stack(model: &StreamingModel, metadata: &MetadataServer) -> Stack {
     )
 }
 
-fn openai_stack(model: &StreamingModel) -> Stack {
-    Stack::start(
+pub(crate) fn openai_stack(model: &StreamingModel) -> Stack {
+    openai_stack_with(model, &[])
+}
+
+/// [`openai_stack`] with settings for the sidecar.
+pub(crate) fn openai_stack_with(model: &StreamingModel, sidecar: &[(&str, &str)]) -> Stack {
+    Stack::start_with(
         "stateless",
+        sidecar,
         &[
             ("LLM_PROVIDER", "openai"),
             ("OPENAI_BASE_URL", model.url.as_str()),
@@ -510,7 +588,12 @@ async fn closing_the_stream_stops_the_turn_and_cancels_its_render() {
     model.set(Plot::SlowRender);
     // The client goes away as soon as the render has started.
     let events = stream_chat(&stack, "Draw something slow", Some("progress")).await;
-    assert_eq!(events.last().unwrap().name, "progress", "{:?}", names(&events));
+    assert_eq!(
+        events.last().unwrap().name,
+        "progress",
+        "{:?}",
+        names(&events)
+    );
     // The task is the render job: it ends cancelled, not rendered.
     let deadline = Instant::now() + Duration::from_secs(30);
     let job = loop {
@@ -530,5 +613,9 @@ async fn closing_the_stream_stops_the_turn_and_cancels_its_render() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(job["state"], "cancelled", "{job}");
-    assert_eq!(model.bodies().len(), 1, "the turn stopped: no second model call");
+    assert_eq!(
+        model.bodies().len(),
+        1,
+        "the turn stopped: no second model call"
+    );
 }

@@ -7,7 +7,7 @@
 mod common;
 
 mod chat;
-mod chat_stream;
+pub(crate) mod chat_stream;
 mod hostile_input;
 mod remote_servers;
 mod rest_api;

@@ -46,3 +46,103 @@ fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
     assert!(summary["error_shown"].as_str().unwrap().contains("width"));
     assert!(screenshots.join("render-success.png").exists());
 }
+
+/// Runs the chat page test script against `stack` in `mode` (`model` or `no-model`); its
+/// JSON summary.
+fn chat_page_test(stack: &Stack, mode: &str) -> Value {
+    let screenshots = workspace_root().join("target/test-artifacts/web");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let output = Command::new(installed_tool("node/node_modules/.bin/node"))
+        .arg(workspace_root().join("agent/tests/browser/chat.test.mjs"))
+        .arg(stack.url(""))
+        .arg(&screenshots)
+        .arg(mode)
+        .env("NODE_TOOLS", installed_tool("node"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chat browser test ({mode}) failed:\n{stdout}\n{stderr}"
+    );
+    let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("a JSON summary line:\n{stdout}\n{stderr}"));
+    println!("{mode}: {summary}");
+    assert_eq!(summary["checks"], "passed");
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_streams_shows_tool_cards_and_renders_stops_and_survives_a_reload() {
+    use crate::chat_stream::{Plot, StreamingModel, openai_stack_with};
+    let model = StreamingModel::start().await;
+    model.set(Plot::ByMessage);
+    // Tasks polled often, so the page sees the render's stages go by.
+    let stack = openai_stack_with(&model, &[("TASK_POLL_INTERVAL", "50ms")]);
+    let summary = tokio::task::block_in_place(|| chat_page_test(&stack, "model"));
+    assert!(!summary["partial_texts"].as_array().unwrap().is_empty());
+    assert_eq!(summary["image_width"], 1024);
+    assert!(
+        summary["render_progress"].as_array().unwrap().len() >= 2,
+        "the progress bar moved: {summary}"
+    );
+    for shot in [
+        "chat-streaming.png",
+        "chat-answered.png",
+        "chat-render.png",
+        "chat-stopped.png",
+        "chat-reloaded.png",
+    ] {
+        assert!(
+            workspace_root()
+                .join("target/test-artifacts/web")
+                .join(shot)
+                .exists(),
+            "{shot}"
+        );
+    }
+    // Stop cancelled the slow render the turn was waiting for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let slow = loop {
+        let listed: Value = reqwest::Client::new()
+            .post(stack.url("/v1/tools/list_renders"))
+            .json(&serde_json::json!({"limit": 10}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jobs = listed["structuredContent"]["jobs"].as_array().unwrap().clone();
+        // The slow SVG is the render that was not a 200-pixel chart: its total stages differ
+        // from nothing we can see here, so find the one that is not succeeded.
+        let unfinished: Vec<Value> = jobs
+            .into_iter()
+            .filter(|job| job["state"] != "succeeded")
+            .collect();
+        if unfinished.iter().all(|job| job["state"] == "cancelled") && !unfinished.is_empty()
+            || std::time::Instant::now() > deadline
+        {
+            break unfinished;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        !slow.is_empty() && slow.iter().all(|job| job["state"] == "cancelled"),
+        "{slow:?}"
+    );
+}
+
+#[test]
+fn without_a_model_the_chat_panel_says_so_and_the_render_form_still_works() {
+    let stack = Stack::start("stateless", &[]);
+    let summary = chat_page_test(&stack, "no-model");
+    assert!(
+        summary["notice"]
+            .as_str()
+            .unwrap()
+            .contains("LLM_PROVIDER"),
+        "{summary}"
+    );
+}
