@@ -32,8 +32,8 @@ use serde_json::Value;
 use super::error::LlmError;
 use super::transport::{HttpTransport, StreamEnd, checked_base_url, excerpt};
 use super::{
-    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
-    model_schema,
+    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest,
+    ToolOutcome, ToolSpec, model_schema,
 };
 
 /// Label used in error messages and logs.
@@ -308,14 +308,17 @@ impl StreamAssembly {
             self.refusal.push_str(&text);
         }
         for fragment in delta.tool_calls.unwrap_or_default() {
-            let call = self.calls.entry(fragment.index).or_insert_with(|| ToolCall {
-                id: String::new(),
-                kind: function_type(),
-                function: FunctionCall {
-                    name: String::new(),
-                    arguments: String::new(),
-                },
-            });
+            let call = self
+                .calls
+                .entry(fragment.index)
+                .or_insert_with(|| ToolCall {
+                    id: String::new(),
+                    kind: function_type(),
+                    function: FunctionCall {
+                        name: String::new(),
+                        arguments: String::new(),
+                    },
+                });
             if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
                 call.id = id;
             }

@@ -158,10 +158,7 @@ impl HttpTransport {
             .map_err(failed)?;
         let status = response.status();
         if !status.is_success() {
-            let text = self
-                .within(response.text())
-                .await?
-                .unwrap_or_default();
+            let text = self.within(response.text()).await?.unwrap_or_default();
             return Err(LlmError::Upstream(format!(
                 "{provider}: HTTP {status}: {}",
                 excerpt(&text)

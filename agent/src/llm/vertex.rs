@@ -53,8 +53,8 @@ use tokio::sync::OnceCell;
 use super::error::{LlmError, error_chain};
 use super::transport::{HttpTransport, checked_base_url, excerpt};
 use super::{
-    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest, ToolOutcome, ToolSpec,
-    model_schema,
+    CallArguments, ChatEvents, ChatMessage, ModelTurn, Provider, Role, ToolCallRequest,
+    ToolOutcome, ToolSpec, model_schema,
 };
 
 /// Label used in error messages and logs.

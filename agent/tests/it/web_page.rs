@@ -114,7 +114,10 @@ async fn the_chat_streams_shows_tool_cards_and_renders_stops_and_survives_a_relo
             .json()
             .await
             .unwrap();
-        let jobs = listed["structuredContent"]["jobs"].as_array().unwrap().clone();
+        let jobs = listed["structuredContent"]["jobs"]
+            .as_array()
+            .unwrap()
+            .clone();
         // The slow SVG is the render that was not a 200-pixel chart: its total stages differ
         // from nothing we can see here, so find the one that is not succeeded.
         let unfinished: Vec<Value> = jobs
@@ -139,10 +142,7 @@ fn without_a_model_the_chat_panel_says_so_and_the_render_form_still_works() {
     let stack = Stack::start("stateless", &[]);
     let summary = chat_page_test(&stack, "no-model");
     assert!(
-        summary["notice"]
-            .as_str()
-            .unwrap()
-            .contains("LLM_PROVIDER"),
+        summary["notice"].as_str().unwrap().contains("LLM_PROVIDER"),
         "{summary}"
     );
 }
