@@ -119,13 +119,16 @@ pub struct Redis {
 
 #[derive(Clone)]
 enum Target {
-    Standalone(Client),
-    Cluster {
-        /// RESP2, for commands and scripts.
-        commands: ClusterClient,
-        /// RESP3, for the pub/sub subscription (the cluster client delivers pushes only so).
-        pushes: ClusterClient,
-    },
+    Standalone(Box<Client>),
+    Cluster(Box<ClusterClients>),
+}
+
+#[derive(Clone)]
+struct ClusterClients {
+    /// RESP2, for commands and scripts.
+    commands: ClusterClient,
+    /// RESP3, for the pub/sub subscription (the cluster client delivers pushes only so).
+    pushes: ClusterClient,
 }
 
 impl std::fmt::Debug for Redis {
@@ -159,17 +162,17 @@ impl Redis {
             AuthMode::Iam => Some(IamTokens::from_environment()?),
         };
         let target = match settings.mode {
-            RedisMode::Standalone => Target::Standalone(standalone_client(info, root_cert)?),
-            RedisMode::Cluster => Target::Cluster {
+            RedisMode::Standalone => Target::Standalone(Box::new(standalone_client(info, root_cert)?)),
+            RedisMode::Cluster => Target::Cluster(Box::new(ClusterClients {
                 commands: cluster_client(&info, root_cert.clone(), iam.as_ref(), false)?,
                 pushes: cluster_client(&info, root_cert, iam.as_ref(), true)?,
-            },
+            })),
         };
         Ok(Self { target, iam })
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster { .. })
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// A multiplexed connection that connects on first use and reconnects after failures,
@@ -187,11 +190,11 @@ impl Redis {
                     config = config.set_credentials_provider(iam.clone());
                 }
                 Ok(Connection::Standalone(
-                    ConnectionManager::new_lazy_with_config(client.clone(), config)?,
+                    ConnectionManager::new_lazy_with_config((**client).clone(), config)?,
                 ))
             }
-            Target::Cluster { commands, .. } => Ok(Connection::Cluster(
-                commands.get_pending_async_connection_with_config(
+            Target::Cluster(clients) => Ok(Connection::Cluster(
+                clients.commands.get_pending_async_connection_with_config(
                     ClusterConfig::new()
                         .set_connection_timeout(Duration::from_secs(1))
                         .set_response_timeout(response_timeout),
@@ -223,15 +226,16 @@ impl Redis {
                             );
                         Client::open(info)?
                     }
-                    None => client.clone(),
+                    None => (**client).clone(),
                 };
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(channel).await?;
                 Ok(Subscription::Standalone(pubsub))
             }
-            Target::Cluster { pushes, .. } => {
+            Target::Cluster(clients) => {
                 let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-                let mut connection = pushes
+                let mut connection = clients
+                    .pushes
                     .get_async_connection_with_config(
                         ClusterConfig::new()
                             .set_connection_timeout(Duration::from_secs(1))
