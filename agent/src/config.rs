@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 pub use service_core::config::{Secret, parse_duration};
 use service_core::telemetry::LogConfig;
 
-pub use crate::mcp::server_url::ServerUrl;
+pub use crate::{api::mcp_endpoint::AllowedHosts, mcp::server_url::ServerUrl};
 
 /// The agent: REST + SSE API, web page and LLM tool loop in front of the mcp-sidecar and any
 /// other MCP servers. Serves on 0.0.0.0:$PORT; /healthz is liveness, /readyz is 200 once the
@@ -47,6 +47,18 @@ pub struct Config {
     /// Bound on every MCP call (tool calls included), e.g. `30s`; past it the REST API answers 504.
     #[arg(long, env = "MCP_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mcp_call_timeout: Duration,
+
+    /// Host names accepted on the agent's own MCP endpoint /mcp, comma-separated, besides the
+    /// loopback names localhost, 127.0.0.1 and ::1 (always accepted): `name` (any port),
+    /// `name:port`, or `*.domain` (any name under domain, any port). The default `*.run.app`
+    /// accepts the service's Cloud Run URLs, which is also the Host that `gcloud run services
+    /// proxy` sends; no run.app name can be made to resolve to an address of an attacker's
+    /// choosing. Add a custom domain if one is mapped to the service. A browser's Origin must
+    /// be http(s) on a loopback name or on a listed `name`/`name:port` (never a `*.` entry:
+    /// anyone can serve a page from a run.app name). Any other Host or Origin is refused with
+    /// 403 (DNS-rebinding protection). Empty: loopback names only.
+    #[arg(long, env = "MCP_ALLOWED_HOSTS", default_value = "*.run.app")]
+    pub mcp_allowed_hosts: AllowedHosts,
 
     /// How often an events stream asks for progress when nothing says otherwise, e.g. `200ms`:
     /// a render's stream with a sidecar that does not run MCP tasks (`get_render_status`), or
@@ -155,6 +167,23 @@ mod tests {
             message.contains("`htp:/x` is not an http(s) URL"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn mcp_allowed_hosts_default_to_run_app_names_and_a_bad_entry_names_the_flag() {
+        let config = Config::try_parse_from(["agent"]).unwrap();
+        assert!(
+            config
+                .mcp_allowed_hosts
+                .accepts("agent-abc123-uc.a.run.app")
+        );
+        assert!(!config.mcp_allowed_hosts.accepts("evil.example"));
+
+        let error = Config::try_parse_from(["agent", "--mcp-allowed-hosts", "ok.example,*.x:1"])
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("--mcp-allowed-hosts"), "{message}");
+        assert!(message.contains("`*.x:1` is not a host name"), "{message}");
     }
 
     #[test]

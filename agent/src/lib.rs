@@ -111,6 +111,11 @@ impl App {
             sse_heartbeat: config.sse_heartbeat,
             sse_max_duration: config.sse_max_duration,
             shutdown: shutdown.clone(),
+            mcp_endpoint: api::mcp_endpoint::McpEndpoint::new(
+                hub.clone(),
+                config.mcp_allowed_hosts.clone(),
+                config.max_body_bytes,
+            ),
         });
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)

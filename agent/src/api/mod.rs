@@ -10,6 +10,7 @@
 mod chat;
 mod event_stream;
 mod files;
+pub mod mcp_endpoint;
 mod renders;
 mod tasks;
 mod tools;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub sse_max_duration: Duration,
     /// Cancelled on SIGTERM: open SSE streams end at once so the drain is not held up.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// `/mcp`: every server's tools as one MCP server, for IDE clients.
+    pub mcp_endpoint: mcp_endpoint::McpEndpoint,
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -68,6 +71,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/tasks/{id}/events", get(tasks::events))
         .route("/v1/chat", get(chat::status).post(chat::chat))
         .route("/files/{job_id}", get(files::proxy))
+        .route("/mcp", axum::routing::any(mcp_endpoint::serve))
         .route_layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {
             ApiError::new(

@@ -6,7 +6,7 @@
 //!
 //! A tool can be called as a task (`call_as_task`): the request declares the tasks extension
 //! when the server runs tasks, and a task it answers with is remembered with its server
-//! ([`tasks::TaskOrigins`]) for `get_task` / `cancel_task`.
+//! ([`tasks::TaskOrigins`]) for `get_task`, `update_task` / `cancel_task`.
 //!
 //! Each server has a supervisor task: it connects at start with backoff (100 ms doubling to
 //! 5 s) and then checks the connection every few seconds with a cheap `tools/list`, so a
@@ -21,7 +21,7 @@ pub mod upstream;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use rmcp::model::{CallToolResult, DetailedTask, Tool};
+use rmcp::model::{CallToolResult, DetailedTask, InputResponses, Tool};
 use tokio_util::sync::CancellationToken;
 
 use self::{
@@ -289,6 +289,21 @@ impl McpHub {
             task_error(task_id, error)
         })?;
         Ok(upstream.name.clone())
+    }
+
+    /// `tasks/update` on the server that runs `task_id`: the answers to its input requests.
+    /// The server's refusal is passed on as it is ("invalid params" here may be about the
+    /// answers, not the id).
+    pub async fn update_task(
+        &self,
+        task_id: &str,
+        input_responses: InputResponses,
+    ) -> Result<(), HubError> {
+        let upstream = match self.remembered_server(task_id) {
+            Some(upstream) => upstream,
+            None => self.find_task(task_id).await?.0,
+        };
+        Ok(upstream.update_task(task_id, input_responses).await?)
     }
 
     fn remembered_server(&self, task_id: &str) -> Option<Arc<Upstream>> {

@@ -26,8 +26,9 @@ use rmcp::{
     model::{
         CallToolRequest, CallToolRequestParams, CallToolResult, CancelTaskParams,
         CancelTaskRequest, ClientCapabilities, ClientConfig, ClientRequest, DetailedTask,
-        GetTaskParams, GetTaskRequest, Implementation, JsonObject, RequestMetaObject, ServerResult,
-        TASKS_EXTENSION_ID, Task, Tool,
+        GetTaskParams, GetTaskRequest, Implementation, InputResponses, JsonObject,
+        RequestMetaObject, ServerResult, TASKS_EXTENSION_ID, Task, Tool, UpdateTaskParams,
+        UpdateTaskRequest,
     },
     service::{PeerRequestOptions, RunningService, ServiceError},
     transport::{
@@ -92,6 +93,9 @@ pub enum UpstreamError {
         server: String,
         code: i32,
         message: String,
+        /// The error's `data` as the server sent it (e.g. the capability a `-32021` names), for
+        /// a caller that passes the refusal on (the agent's own `/mcp`).
+        data: Option<serde_json::Value>,
     },
     /// The server answered with something the request cannot have (e.g. a task to a call that
     /// did not declare the extension).
@@ -527,6 +531,31 @@ impl Upstream {
         answer
     }
 
+    /// `tasks/update`: the answers to a task's outstanding input requests (a task in
+    /// `input_required`).
+    pub async fn update_task(
+        &self,
+        task_id: &str,
+        input_responses: InputResponses,
+    ) -> Result<(), UpstreamError> {
+        let span = self.client_span("tasks/update", None);
+        let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(
+            UpdateTaskParams::new(task_id, input_responses),
+        ));
+        let answer = async {
+            match self.request_declaring_tasks(request).await? {
+                ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
+                other => Err(self.unexpected("tasks/update", &other)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if answer.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
     /// Sends one request whose `_meta` declares the tasks extension (and carries the trace
     /// context), bounded by the call timeout.
     async fn request_declaring_tasks(
@@ -566,6 +595,7 @@ impl Upstream {
                 server: self.name.clone(),
                 code: error.code.0,
                 message: error.message.to_string(),
+                data: error.data,
             },
             ServiceError::UnexpectedResponse => UpstreamError::Unexpected {
                 server: self.name.clone(),

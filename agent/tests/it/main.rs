@@ -9,6 +9,7 @@ mod common;
 mod chat;
 pub(crate) mod chat_stream;
 mod hostile_input;
+mod mcp_endpoint;
 mod remote_servers;
 mod rest_api;
 mod shutdown;
