@@ -176,9 +176,11 @@ impl FromStr for JobState {
 #[cfg_attr(feature = "schema", schemars(rename = "StartRenderInput"))]
 #[serde(deny_unknown_fields)]
 pub struct StartRenderInput<Spec = serde_json::Value> {
-    /// What to render: {"kind":"chart", "chart":{"type":"bar"|"line", "title", "x_label",
-    /// "y_label", "series":[{"name", "points":[[x,y],…]}]}, "width", "height",
-    /// "format":"png"|"svg"} or {"kind":"svg", "svg":"<svg …>", "width", "height"}.
+    /// What to render: {"kind":"chart", "chart":{"type":"bar"|"line"|"area"|"scatter"|"pie"|
+    /// "donut", "title", "x_label", "y_label", "series":[{"name", "points":[[x,y],…]}]},
+    /// "width", "height", "format":"png"|"svg"} where x is a number, a label like "Q1" or an
+    /// ISO date like "2024-03-01"; or {"kind":"vega-lite", "vega_lite":{…a Vega-Lite spec with
+    /// inline data.values…}}; or {"kind":"svg", "svg":"<svg …>", "width", "height"}.
     pub spec: Spec,
     /// Optional key (1–200 characters) making the call safe to repeat: the same key with the
     /// same spec returns the job already started instead of a new one.

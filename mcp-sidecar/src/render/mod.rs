@@ -22,7 +22,10 @@
 
 pub mod chart;
 pub mod guard;
+mod shape;
 pub mod spec;
+pub mod time;
+pub mod vega_lite;
 
 use std::sync::Arc;
 

@@ -76,18 +76,23 @@ impl ToolCatalog {
             )?,
             tool::<render::StartRenderInput, sidecar_contract::RenderOutput>(
                 RENDER,
-                "Render a bar/line chart (to PNG or SVG) or an SVG document (to PNG) and get \
+                "Render a chart (to PNG or SVG) or an SVG document (to PNG) and get \
                  the image: {job_id, url, expires_at, content_type, bytes, sha256}, with the \
                  url as a resource link and a small PNG also inline as an image. Small charts \
                  take well under a second. An invalid spec is refused with an error saying \
                  what to fix. Clients that support MCP tasks get a task to follow instead of \
                  waiting; for others the call waits (up to the render time limit, reporting \
-                 progress). idempotency_key makes a retry return the same render.",
+                 progress). idempotency_key makes a retry return the same render. Charts: \
+                 {\"kind\":\"chart\",\"chart\":{\"type\":\"bar\",\"series\":[{\"name\":\"sales\",\
+                 \"points\":[[\"Q1\",120],[\"Q2\",130]]}]}}; types bar (stacked, horizontal), \
+                 line, area, scatter, pie, donut; x numbers, labels or ISO dates. Or Vega-Lite: \
+                 {\"kind\":\"vega-lite\",\"vega_lite\":{…}} with inline data.values, marks \
+                 bar/line/area/point/arc, aggregate sum/mean/count.",
             )?
             .annotate(mutating()),
             tool::<render::StartRenderInput, render::StartRenderOutput>(
                 START_RENDER,
-                "Start rendering a bar/line chart (to PNG or SVG) or an SVG document (to PNG) \
+                "Start rendering a chart or Vega-Lite spec (to PNG or SVG) or an SVG document (to PNG) \
                  as a background job. Returns at once with {job_id, state: \"queued\"}. Then \
                  poll get_render_status with the job_id until state is \"succeeded\", \
                  \"failed\" or \"cancelled\" (small charts take well under a second), and call \

@@ -9,6 +9,7 @@
 mod common;
 
 mod binary;
+mod charts;
 mod conformance_next;
 mod conformance_tasks;
 mod crash_safety;
