@@ -112,6 +112,12 @@ pub struct Config {
     #[arg(long, env = "LLM_MAX_TURNS", default_value_t = 8)]
     pub llm_max_turns: u32,
 
+    /// Whether images tools return (a render's picture) go to the model with their results:
+    /// `auto` (Vertex AI: yes; an OpenAI-compatible endpoint: no, since a text-only model
+    /// would refuse the request), `on` or `off`.
+    #[arg(long, env = "LLM_TOOL_IMAGES", value_enum, default_value = "auto")]
+    pub llm_tool_images: ToolImages,
+
     /// Bound on each model call, e.g. `60s`.
     #[arg(long, env = "LLM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub llm_timeout: Duration,
@@ -195,4 +201,13 @@ mod tests {
         assert_eq!(config.mcp_server_url.as_str(), "http://10.0.0.7:3000/mcp");
         assert_eq!(config.mcp_server_url.origin(), "http://10.0.0.7:3000");
     }
+}
+
+/// `LLM_TOOL_IMAGES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToolImages {
+    /// Vertex AI: on; OpenAI-compatible: off.
+    Auto,
+    On,
+    Off,
 }

@@ -99,6 +99,12 @@ impl App {
         );
         let model = ChatModel::new(llm_config(&config)?, config.llm_timeout)
             .map_err(|error| StartupError::Config(error.to_string()))?;
+        let tool_images = match config.llm_tool_images {
+            config::ToolImages::Auto => model.is_vertex(),
+            config::ToolImages::On => true,
+            config::ToolImages::Off => false,
+        };
+        let model = model.with_tool_images(tool_images);
         tracing::info!(model = %model.describe(), "language model");
 
         let state = Arc::new(AppState {

@@ -37,7 +37,10 @@ use super::{
     tools::object,
 };
 use crate::{
-    llm::{ChatEvent, ChatMessage, LlmError, Role, ToolProgress, ToolRunner, ToolSpec},
+    llm::{
+        ChatEvent, ChatMessage, LlmError, Role, ToolImage, ToolOutput, ToolProgress, ToolRunner,
+        ToolSpec,
+    },
     mcp::upstream::ToolAnswer,
 };
 
@@ -72,6 +75,23 @@ fn model_view(result: CallToolResult) -> Value {
     }
 }
 
+/// [`model_view`] with the images the result carries (a render's picture).
+fn model_output(result: CallToolResult) -> ToolOutput {
+    let images = result
+        .content
+        .iter()
+        .filter_map(|block| block.as_image())
+        .map(|image| ToolImage {
+            mime_type: image.mime_type.clone(),
+            data: image.data.clone(),
+        })
+        .collect();
+    ToolOutput {
+        result: model_view(result),
+        images,
+    }
+}
+
 impl ToolRunner for HubRunner {
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, Value> {
         Box::pin(async move {
@@ -87,14 +107,14 @@ impl ToolRunner for HubRunner {
         name: &'a str,
         arguments: Value,
         progress: ToolProgress,
-    ) -> BoxFuture<'a, Value> {
+    ) -> BoxFuture<'a, ToolOutput> {
         Box::pin(async move {
             let answered = match self.state.hub.call_as_task(name, object(arguments)).await {
                 Ok(answered) => answered,
-                Err(error) => return json!({ "error": error.to_string() }),
+                Err(error) => return json!({ "error": error.to_string() }).into(),
             };
             match answered.answer {
-                ToolAnswer::Result(result) => model_view(result),
+                ToolAnswer::Result(result) => model_output(result),
                 ToolAnswer::Task(task) => {
                     let mut following = FollowedTask {
                         state: self.state.clone(),
@@ -122,7 +142,11 @@ struct FollowedTask {
 impl FollowedTask {
     /// Polls until the task ends; reports each new status message; the model's view of how
     /// it ended.
-    async fn until_done(&mut self, interval: Option<Duration>, progress: &ToolProgress) -> Value {
+    async fn until_done(
+        &mut self,
+        interval: Option<Duration>,
+        progress: &ToolProgress,
+    ) -> ToolOutput {
         let mut interval = interval
             .unwrap_or(self.state.render_poll_interval)
             .max(MIN_TASK_POLL_INTERVAL);
@@ -145,7 +169,7 @@ impl FollowedTask {
                 }
                 Err(error) => {
                     self.finished = true;
-                    return json!({ "error": error.to_string(), "task_id": self.task_id });
+                    return json!({ "error": error.to_string(), "task_id": self.task_id }).into();
                 }
             };
             failures = 0;
@@ -163,21 +187,23 @@ impl FollowedTask {
                 TaskPayload::Completed { result } => {
                     self.finished = true;
                     return match serde_json::from_value::<CallToolResult>(Value::Object(result)) {
-                        Ok(result) => model_view(result),
+                        Ok(result) => model_output(result),
                         Err(error) => json!({
                             "error": format!("the task's result is not a tool result: {error}"),
-                        }),
+                        })
+                        .into(),
                     };
                 }
                 TaskPayload::Failed { error } => {
                     self.finished = true;
                     return json!({
                         "error": error.get("message").cloned().unwrap_or(Value::Object(error)),
-                    });
+                    })
+                    .into();
                 }
                 TaskPayload::Cancelled => {
                     self.finished = true;
-                    return json!({ "error": "the task was cancelled" });
+                    return json!({ "error": "the task was cancelled" }).into();
                 }
                 // A status this agent does not know yet: keep following until a terminal one.
                 _ => {}

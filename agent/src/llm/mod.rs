@@ -80,17 +80,48 @@ pub trait ToolRunner: Send + Sync {
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, Value>;
 
     /// [`call`](Self::call), reporting progress of a long call (a render) on `progress` as it
-    /// goes. Runners that cannot tell just call.
+    /// goes, and giving any images the tool returned alongside its result (the model sees
+    /// them when it takes images). Runners that cannot tell just call.
     fn call_reporting<'a>(
         &'a self,
         name: &'a str,
         arguments: Value,
         progress: ToolProgress,
-    ) -> BoxFuture<'a, Value> {
+    ) -> BoxFuture<'a, ToolOutput> {
         let _ = progress;
-        self.call(name, arguments)
+        self.call(name, arguments).map(ToolOutput::from).boxed()
     }
 }
+
+/// A tool's answer for the model: the JSON it reads and the images it may look at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToolOutput {
+    pub result: Value,
+    pub images: Vec<ToolImage>,
+}
+
+impl From<Value> for ToolOutput {
+    fn from(result: Value) -> Self {
+        Self {
+            result,
+            images: Vec::new(),
+        }
+    }
+}
+
+/// An image a tool returned (an MCP `image` content block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolImage {
+    /// E.g. `image/png`.
+    pub mime_type: String,
+    /// The image, base64-encoded as MCP carries it.
+    pub data: String,
+}
+
+/// Most images from one turn's tool calls that go to the model, and their most bytes
+/// (base64) in all: a model reads a few pictures, and each costs tokens and request size.
+const MAX_TOOL_IMAGES_PER_TURN: usize = 4;
+const MAX_TOOL_IMAGE_BYTES_PER_TURN: usize = 2 * 1024 * 1024;
 
 /// What a streamed chat ([`ChatModel::chat_streamed`]) reports while the turn runs. The end
 /// of the turn is the call's return value.
@@ -249,6 +280,8 @@ pub enum LlmConfig {
 #[derive(Clone)]
 pub struct ChatModel {
     backend: Backend,
+    /// Whether images tools return go to the model (see [`ChatModel::with_tool_images`]).
+    tool_images: bool,
 }
 
 #[derive(Clone)]
@@ -310,7 +343,27 @@ impl ChatModel {
                 &model,
             )?),
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            tool_images: false,
+        })
+    }
+
+    /// Sends the images tools return (a render's picture) to the model with their results:
+    /// Gemini gets them as `inlineData` parts beside the `functionResponse`s, an
+    /// OpenAI-compatible model as `image_url` parts of a user message after the `tool`
+    /// messages (tool messages carry only text). Off by default: a text-only model would
+    /// refuse the request.
+    #[must_use]
+    pub fn with_tool_images(mut self, enabled: bool) -> Self {
+        self.tool_images = enabled;
+        self
+    }
+
+    /// Whether the provider is Vertex AI (whose Gemini models all take images).
+    #[must_use]
+    pub fn is_vertex(&self) -> bool {
+        matches!(self.backend, Backend::Vertex(_))
     }
 
     /// Whether a provider is configured (i.e. [`chat`](Self::chat) can work).
@@ -386,13 +439,18 @@ impl ChatModel {
         max_turns: u32,
         events: Option<&ChatEvents>,
     ) -> Result<ChatReply, LlmError> {
+        let settings = LoopSettings {
+            max_turns,
+            events,
+            tool_images: self.tool_images,
+        };
         match &self.backend {
             Backend::None => Err(LlmError::NotConfigured),
             Backend::Vertex(client) => {
-                run_tool_loop(client, messages, tools, runner, max_turns, events).await
+                run_tool_loop(client, messages, tools, runner, settings).await
             }
             Backend::OpenAi(client) => {
-                run_tool_loop(client, messages, tools, runner, max_turns, events).await
+                run_tool_loop(client, messages, tools, runner, settings).await
             }
         }
     }
@@ -493,6 +551,31 @@ fn not_an_object(tool: &str, sent: &str, parse_error: Option<&serde_json::Error>
 struct ToolOutcome {
     call: ToolCallRequest,
     result: Value,
+    /// Images for the model to see (empty unless images go to the model).
+    images: Vec<ToolImage>,
+}
+
+/// How one run of the loop behaves.
+struct LoopSettings<'a> {
+    max_turns: u32,
+    events: Option<&'a ChatEvents>,
+    tool_images: bool,
+}
+
+/// Keeps the images of `outputs` that fit the per-turn bounds, in call order.
+fn bounded_images(outputs: &mut [ToolOutput]) {
+    let (mut count, mut bytes) = (0, 0);
+    for output in outputs {
+        output.images.retain(|image| {
+            let fits = count < MAX_TOOL_IMAGES_PER_TURN
+                && bytes + image.data.len() <= MAX_TOOL_IMAGE_BYTES_PER_TURN;
+            if fits {
+                count += 1;
+                bytes += image.data.len();
+            }
+            fits
+        });
+    }
 }
 
 /// One provider's wire format, as the tool loop sees it.
@@ -533,14 +616,14 @@ fn run_call<'a>(
     runner: &'a dyn ToolRunner,
     call: &'a ToolCallRequest,
     progress: ToolProgress,
-) -> BoxFuture<'a, Value> {
+) -> BoxFuture<'a, ToolOutput> {
     match &call.arguments {
         CallArguments::Object(arguments) => {
             runner.call_reporting(&call.name, arguments.clone(), progress)
         }
         CallArguments::Invalid { error, .. } => {
             tracing::debug!(tool = %call.name, "tool call arguments are not a JSON object");
-            futures::future::ready(json!({ "error": error })).boxed()
+            futures::future::ready(ToolOutput::from(json!({ "error": error }))).boxed()
         }
     }
 }
@@ -551,9 +634,13 @@ async fn run_tool_loop<P: Provider>(
     messages: &[ChatMessage],
     tools: &[ToolSpec],
     runner: &dyn ToolRunner,
-    max_turns: u32,
-    events: Option<&ChatEvents>,
+    settings: LoopSettings<'_>,
 ) -> Result<ChatReply, LlmError> {
+    let LoopSettings {
+        max_turns,
+        events,
+        tool_images,
+    } = settings;
     let mut conversation = provider.start(messages, tools);
     let mut records = Vec::new();
     for turn in 1..=max_turns {
@@ -596,22 +683,32 @@ async fn run_tool_loop<P: Provider>(
                 let results = join_all(calls.iter().enumerate().map(|(index, call)| {
                     let id = ids[index].clone();
                     let name = call.name.clone();
-                    run_call(runner, call, progress(index, call)).map(move |result| {
+                    run_call(runner, call, progress(index, call)).map(move |output| {
                         if let Some(events) = events {
                             let _ = events.send(ChatEvent::ToolResult {
                                 id,
                                 name,
-                                result: result.clone(),
+                                result: output.result.clone(),
                             });
                         }
-                        result
+                        output
                     })
                 }))
                 .await;
+                let mut results = results;
+                if tool_images {
+                    bounded_images(&mut results);
+                } else {
+                    results.iter_mut().for_each(|output| output.images.clear());
+                }
                 let outcomes: Vec<ToolOutcome> = calls
                     .into_iter()
                     .zip(results)
-                    .map(|(call, result)| ToolOutcome { call, result })
+                    .map(|(call, output)| ToolOutcome {
+                        call,
+                        result: output.result,
+                        images: output.images,
+                    })
                     .collect();
                 records.extend(outcomes.iter().map(|outcome| ToolCallRecord {
                     name: outcome.call.name.clone(),

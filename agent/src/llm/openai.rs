@@ -179,17 +179,39 @@ impl Provider for OpenAiClient {
     }
 
     fn add_tool_results(&self, conversation: &mut Conversation, outcomes: Vec<ToolOutcome>) {
-        conversation
-            .messages
-            .extend(
-                outcomes
-                    .into_iter()
-                    .map(|ToolOutcome { call, result }| Message::Tool {
-                        // `interpret` gives every call an id.
-                        tool_call_id: call.id.unwrap_or_default(),
-                        content: result.to_string(),
-                    }),
-            );
+        let mut images = Vec::new();
+        for ToolOutcome {
+            call,
+            result,
+            images: returned,
+        } in outcomes
+        {
+            // `interpret` gives every call an id.
+            let tool_call_id = call.id.unwrap_or_default();
+            if !returned.is_empty() {
+                images.push(UserPart::Text {
+                    text: format!(
+                        "Images returned by tool call {tool_call_id} ({}):",
+                        call.name
+                    ),
+                });
+                images.extend(returned.into_iter().map(|image| UserPart::ImageUrl {
+                    image_url: ImageUrl {
+                        url: format!("data:{};base64,{}", image.mime_type, image.data),
+                    },
+                }));
+            }
+            conversation.messages.push(Message::Tool {
+                tool_call_id,
+                content: result.to_string(),
+            });
+        }
+        // Tool messages carry text only: the pictures follow as the user's message.
+        if !images.is_empty() {
+            conversation
+                .messages
+                .push(Message::UserParts { content: images });
+        }
     }
 }
 
@@ -431,6 +453,11 @@ enum Message {
     User {
         content: String,
     },
+    /// A user message of several parts (text and images).
+    #[serde(rename = "user")]
+    UserParts {
+        content: Vec<UserPart>,
+    },
     Assistant {
         /// `null` when the message only carries tool calls.
         content: Option<String>,
@@ -442,6 +469,19 @@ enum Message {
         /// The tool's result as a JSON string.
         content: String,
     },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum UserPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Debug, Serialize)]
+struct ImageUrl {
+    /// A `data:` URL.
+    url: String,
 }
 
 #[derive(Serialize)]

@@ -260,17 +260,33 @@ impl Provider for VertexClient {
     }
 
     fn add_tool_results(&self, conversation: &mut Conversation, outcomes: Vec<ToolOutcome>) {
-        let parts = outcomes
-            .into_iter()
-            .map(|ToolOutcome { call, result }| Part {
+        let mut parts = Vec::with_capacity(outcomes.len());
+        let mut pictures = Vec::new();
+        for ToolOutcome {
+            call,
+            result,
+            images,
+        } in outcomes
+        {
+            parts.push(Part {
                 function_response: Some(FunctionResponse {
                     id: call.id,
                     name: call.name,
                     response: as_response_object(result),
                 }),
                 ..Part::default()
-            })
-            .collect();
+            });
+            pictures.extend(images.into_iter().map(|image| {
+                let mut part = Part::default();
+                part.other.insert(
+                    "inlineData".to_owned(),
+                    json!({ "mimeType": image.mime_type, "data": image.data }),
+                );
+                part
+            }));
+        }
+        // The pictures follow the responses in the same user turn.
+        parts.extend(pictures);
         conversation.contents.push(Content {
             role: Some(ContentRole::User),
             parts,

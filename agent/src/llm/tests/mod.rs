@@ -2,6 +2,7 @@
 //! each provider's wire format and record what they receive. Nothing here
 //! talks to a real Google or OpenAI endpoint.
 
+mod images;
 mod loop_bounds;
 mod openai;
 mod vertex;
