@@ -4,32 +4,253 @@
 'use strict';
 
 (() => {
+  // The examples each kind offers; the first is the one a kind starts with. Each one renders
+  // as it is (the browser test renders every one of them).
+  const quarters = (name, values) => ({ name, points: values.map((v, i) => ['Q' + (i + 1), v]) });
+  const months = (name, values) => ({
+    name,
+    points: values.map((v, i) => [['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun'][i], v]),
+  });
   const EXAMPLES = {
-    chart: {
-      kind: 'chart',
-      width: 800,
-      height: 500,
-      format: 'png',
-      chart: {
-        type: 'bar',
-        title: 'Quarterly revenue',
-        x_label: 'quarter',
-        y_label: 'EUR k',
-        series: [
-          { name: '2025', points: [[1, 120], [2, 135], [3, 150], [4, 160]] },
-          { name: '2026', points: [[1, 130], [2, 149], [3, 171], [4, 190]] },
-        ],
+    chart: [
+      {
+        id: 'bar',
+        label: 'Bar: revenue by quarter',
+        spec: {
+          kind: 'chart',
+          width: 800,
+          height: 500,
+          format: 'png',
+          chart: {
+            type: 'bar',
+            title: 'Quarterly revenue',
+            x_label: 'quarter',
+            y_label: 'EUR k',
+            series: [quarters('2025', [120, 135, 150, 160]), quarters('2026', [130, 149, 171, 190])],
+          },
+        },
       },
-    },
-    svg: {
-      kind: 'svg',
-      width: 400,
-      height: 300,
-      svg: "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 200 150'>" +
-        "<rect width='200' height='150' fill='#4e79a7'/>" +
-        "<circle cx='100' cy='75' r='50' fill='#f28e2b'/></svg>",
-    },
+      {
+        id: 'line-dates',
+        label: 'Line over dates',
+        spec: {
+          kind: 'chart',
+          width: 800,
+          height: 500,
+          chart: {
+            type: 'line',
+            title: 'Daily visitors',
+            y_label: 'visitors',
+            y_format: 'compact',
+            series: [
+              {
+                name: 'web',
+                points: [['2026-03-01', 12000], ['2026-03-09', 18500], ['2026-03-17', 15200],
+                  ['2026-03-25', 24800], ['2026-04-02', 30100], ['2026-04-10', 27400]],
+              },
+              { name: 'app', points: [['2026-03-01', 8000], ['2026-03-17', 9100], ['2026-04-10', 21000]] },
+            ],
+          },
+        },
+      },
+      {
+        id: 'area-stacked',
+        label: 'Stacked area',
+        spec: {
+          kind: 'chart',
+          width: 800,
+          height: 500,
+          chart: {
+            type: 'area',
+            stacked: true,
+            title: 'Visits by source',
+            y_label: 'visits (k)',
+            legend: 'bottom',
+            series: [
+              months('search', [3, 4, 6, 5, 7, 8]),
+              months('direct', [2, 2, 3, 4, 4, 5]),
+              months('social', [1, 2, 1, 2, 3, 3]),
+            ],
+          },
+        },
+      },
+      {
+        id: 'pie',
+        label: 'Pie: market share',
+        spec: {
+          kind: 'chart',
+          width: 640,
+          height: 420,
+          chart: {
+            type: 'pie',
+            title: 'Market share',
+            series: [{ name: 'share', points: [['Alpha', 45], ['Beta', 25], ['Gamma', 20], ['Delta', 10]] }],
+          },
+        },
+      },
+      {
+        id: 'donut-dark',
+        label: 'Donut (dark, colour-blind safe)',
+        spec: {
+          kind: 'chart',
+          width: 640,
+          height: 420,
+          chart: {
+            type: 'donut',
+            title: 'Where the week goes',
+            theme: 'dark',
+            palette: 'colorblind',
+            legend: 'bottom',
+            series: [{ name: 'hours', points: [['Build', 18], ['Review', 8], ['Meetings', 6], ['Support', 4]] }],
+          },
+        },
+      },
+      {
+        id: 'scatter',
+        label: 'Scatter',
+        spec: {
+          kind: 'chart',
+          width: 800,
+          height: 500,
+          chart: {
+            type: 'scatter',
+            title: 'Height and weight',
+            x_label: 'cm',
+            y_label: 'kg',
+            series: [
+              { name: 'group a', points: [[160, 55], [165, 61], [170, 66], [175, 70], [180, 79]] },
+              { name: 'group b', points: [[158, 50], [168, 58], [172, 62], [185, 88]] },
+            ],
+          },
+        },
+      },
+      {
+        id: 'bar-horizontal',
+        label: 'Horizontal bar',
+        spec: {
+          kind: 'chart',
+          width: 800,
+          height: 500,
+          chart: {
+            type: 'bar',
+            horizontal: true,
+            title: 'Downloads by platform',
+            x_label: 'platform',
+            y_label: 'downloads',
+            y_format: 'thousands',
+            legend: 'none',
+            series: [{
+              name: 'downloads',
+              points: [['Linux', 18250], ['macOS', 12400], ['Windows', 9800], ['Android', 6100], ['iOS', 4300]],
+            }],
+          },
+        },
+      },
+    ],
+    'vega-lite': [
+      {
+        id: 'vl-bar-sum',
+        label: 'Bar: sum per quarter, by region',
+        spec: {
+          kind: 'vega-lite',
+          width: 800,
+          height: 500,
+          vega_lite: {
+            title: 'Sales by quarter',
+            data: {
+              values: [
+                { quarter: 'Q1', region: 'north', sales: 120 },
+                { quarter: 'Q1', region: 'south', sales: 90 },
+                { quarter: 'Q2', region: 'north', sales: 135 },
+                { quarter: 'Q2', region: 'south', sales: 80 },
+                { quarter: 'Q2', region: 'south', sales: 25 },
+                { quarter: 'Q3', region: 'north', sales: 150 },
+                { quarter: 'Q3', region: 'south', sales: 120 },
+                { quarter: 'Q4', region: 'north', sales: 160 },
+                { quarter: 'Q4', region: 'south', sales: 140 },
+              ],
+            },
+            mark: 'bar',
+            encoding: {
+              x: { field: 'quarter', type: 'ordinal', title: 'Quarter' },
+              y: { aggregate: 'sum', field: 'sales', type: 'quantitative', title: 'Sales (k€)' },
+              color: { field: 'region', type: 'nominal' },
+            },
+          },
+        },
+      },
+      {
+        id: 'vl-line-dates',
+        label: 'Line over dates',
+        spec: {
+          kind: 'vega-lite',
+          width: 800,
+          height: 500,
+          vega_lite: {
+            title: 'Closing price',
+            data: {
+              values: [
+                { date: '2026-01-01', price: 101.5, symbol: 'AAA' },
+                { date: '2026-02-01', price: 108.2, symbol: 'AAA' },
+                { date: '2026-03-01', price: 104.9, symbol: 'AAA' },
+                { date: '2026-04-01', price: 115.3, symbol: 'AAA' },
+                { date: '2026-01-01', price: 96.0, symbol: 'BBB' },
+                { date: '2026-02-01', price: 99.4, symbol: 'BBB' },
+                { date: '2026-03-01', price: 103.8, symbol: 'BBB' },
+                { date: '2026-04-01', price: 102.1, symbol: 'BBB' },
+              ],
+            },
+            mark: { type: 'line', point: true },
+            encoding: {
+              x: { field: 'date', type: 'temporal', title: 'Month' },
+              y: { field: 'price', type: 'quantitative', scale: { zero: false } },
+              color: { field: 'symbol', type: 'nominal' },
+            },
+          },
+        },
+      },
+      {
+        id: 'vl-arc',
+        label: 'Arc (pie)',
+        spec: {
+          kind: 'vega-lite',
+          width: 640,
+          height: 420,
+          vega_lite: {
+            title: 'Monthly budget',
+            data: {
+              values: [
+                { category: 'Rent', value: 1200 },
+                { category: 'Food', value: 450 },
+                { category: 'Transport', value: 180 },
+                { category: 'Fun', value: 220 },
+              ],
+            },
+            mark: 'arc',
+            encoding: {
+              theta: { field: 'value', type: 'quantitative' },
+              color: { field: 'category', type: 'nominal' },
+            },
+          },
+        },
+      },
+    ],
+    svg: [
+      {
+        id: 'svg-shapes',
+        label: 'Circle on a square',
+        spec: {
+          kind: 'svg',
+          width: 400,
+          height: 300,
+          svg: "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 200 150'>" +
+            "<rect width='200' height='150' fill='#4e79a7'/>" +
+            "<circle cx='100' cy='75' r='50' fill='#f28e2b'/></svg>",
+        },
+      },
+    ],
   };
+  const KIND_NAMES = { chart: 'chart', 'vega-lite': 'Vega-Lite chart', svg: 'SVG' };
 
   const RENDERS_URL = '/v1/renders';
   const REQUEST_TIMEOUT_MS = 30000;
@@ -47,8 +268,9 @@
   const $ = (id) => document.getElementById(id);
   const els = {
     form: $('render-form'),
-    kindChart: $('kind-chart'),
-    kindSvg: $('kind-svg'),
+    kinds: Array.from(document.querySelectorAll('input[name="kind"]')),
+    exampleField: $('example-field'),
+    example: $('example'),
     spec: $('spec'),
     reset: $('reset-example'),
     submit: $('submit'),
@@ -62,8 +284,12 @@
     meta: $('result-meta'),
   };
 
-  // Per-kind drafts, so switching tabs does not throw away edits.
-  const drafts = { chart: formatJson(EXAMPLES.chart), svg: formatJson(EXAMPLES.svg) };
+  // Per-kind drafts (the text and the example it came from), so switching tabs does not throw
+  // away edits.
+  const drafts = {};
+  for (const [kind, examples] of Object.entries(EXAMPLES)) {
+    drafts[kind] = { example: examples[0].id, text: formatJson(examples[0].spec) };
+  }
   let currentKind = selectedKind();
   let busy = false;
   let jobSeq = 0; // increments per submission; stale callbacks compare against it
@@ -72,31 +298,49 @@
 
   // ---------- JSON formatting for the examples ----------
 
-  // Pretty-print, but keep short arrays of scalars/arrays on one line
-  // (so points read as [[1, 120], [2, 135], …] instead of one number per line).
-  function formatJson(value, indent = '') {
-    const inner = indent + '  ';
-    if (Array.isArray(value)) {
-      if (value.length === 0) return '[]';
-      const flat = JSON.stringify(value);
-      if (flat.length <= 72 && !flat.includes('{')) {
-        return flat.replace(/,/g, ', ');
-      }
-      return '[\n' + value.map((v) => inner + formatJson(v, inner)).join(',\n') + '\n' + indent + ']';
-    }
+  // Pretty-print, but keep whatever fits on one line there (so points read as
+  // [["Q1", 120], ["Q2", 135], …] and a data row as {"q": "Q1", "v": 120}).
+  function oneLine(value) {
+    if (Array.isArray(value)) return '[' + value.map(oneLine).join(', ') + ']';
     if (value !== null && typeof value === 'object') {
-      const keys = Object.keys(value);
-      if (keys.length === 0) return '{}';
-      return '{\n' + keys.map((k) => inner + JSON.stringify(k) + ': ' + formatJson(value[k], inner)).join(',\n') +
-        '\n' + indent + '}';
+      return '{' + Object.keys(value).map((k) => JSON.stringify(k) + ': ' + oneLine(value[k])).join(', ') + '}';
     }
     return JSON.stringify(value);
+  }
+
+  function formatJson(value, indent = '') {
+    const inner = indent + '  ';
+    const flat = oneLine(value);
+    if (flat.length + indent.length <= 84 || value === null || typeof value !== 'object') return flat;
+    if (Array.isArray(value)) {
+      return '[\n' + value.map((v) => inner + formatJson(v, inner)).join(',\n') + '\n' + indent + ']';
+    }
+    return '{\n' + Object.keys(value).map((k) => inner + JSON.stringify(k) + ': ' + formatJson(value[k], inner))
+      .join(',\n') + '\n' + indent + '}';
   }
 
   // ---------- small UI helpers ----------
 
   function selectedKind() {
-    return els.kindSvg.checked ? 'svg' : 'chart';
+    const checked = els.kinds.find((input) => input.checked);
+    return checked && EXAMPLES[checked.value] ? checked.value : 'chart';
+  }
+
+  function exampleFor(kind, id) {
+    return EXAMPLES[kind].find((example) => example.id === id) || EXAMPLES[kind][0];
+  }
+
+  // Fills the picker with `kind`'s examples; a kind with only one has no picker.
+  function showExamples(kind) {
+    const options = EXAMPLES[kind].map((example) => {
+      const option = document.createElement('option');
+      option.value = example.id;
+      option.textContent = example.label;
+      return option;
+    });
+    els.example.replaceChildren(...options);
+    els.example.value = drafts[kind].example;
+    els.exampleField.hidden = options.length < 2;
   }
 
   function setError(message) {
@@ -248,9 +492,15 @@
     setBusy(false);
   }
 
+  // Tells the page (the recent-renders list) that a job started or ended.
+  function announceRenders() {
+    window.dispatchEvent(new CustomEvent('renders-changed'));
+  }
+
   function finish(s, token) {
     if (token !== jobSeq) return;
     stopWatching();
+    announceRenders();
     applyStatus(s);
     if (s.state === 'failed') {
       const why = describeError(s.error) || 'no reason was given';
@@ -295,7 +545,7 @@
       els.result.hidden = false;
       setStatus('Done, but the image did not load.');
     };
-    els.image.alt = 'Rendered ' + (currentKind === 'svg' ? 'SVG' : 'chart') + ' image';
+    els.image.alt = 'Rendered ' + KIND_NAMES[currentKind] + ' image';
     els.image.src = url;
 
     els.download.href = url;
@@ -452,6 +702,7 @@
       return;
     }
     applyStatus(body);
+    announceRenders();
     watch(body, token);
   }
 
@@ -460,18 +711,28 @@
   function onKindChange() {
     const kind = selectedKind();
     if (kind === currentKind) return;
-    drafts[currentKind] = els.spec.value;
+    drafts[currentKind].text = els.spec.value;
     currentKind = kind;
-    els.spec.value = drafts[kind];
+    showExamples(kind);
+    els.spec.value = drafts[kind].text;
     if (!busy) setError('');
   }
 
-  els.kindChart.addEventListener('change', onKindChange);
-  els.kindSvg.addEventListener('change', onKindChange);
+  function loadExample(id) {
+    const example = exampleFor(currentKind, id);
+    drafts[currentKind] = { example: example.id, text: formatJson(example.spec) };
+    els.spec.value = drafts[currentKind].text;
+    if (!busy) setError('');
+  }
+
+  for (const input of els.kinds) input.addEventListener('change', onKindChange);
+
+  // Picking an example replaces the spec (that is what picking one asks for); focus stays on
+  // the picker so a keyboard user can go on choosing.
+  els.example.addEventListener('change', () => loadExample(els.example.value));
 
   els.reset.addEventListener('click', () => {
-    drafts[currentKind] = formatJson(EXAMPLES[currentKind]);
-    els.spec.value = drafts[currentKind];
+    loadExample(drafts[currentKind].example);
     els.spec.focus();
   });
 
@@ -488,6 +749,253 @@
   });
 
   // Initial state (the browser may have restored the radio after a reload).
-  els.spec.value = drafts[currentKind];
+  showExamples(currentKind);
+  els.spec.value = drafts[currentKind].text;
   setProgress(0, 1);
+})();
+
+// Recent renders: the sidecar's latest jobs (`list_renders`), each with its state, when it was
+// started and, once it succeeded, a thumbnail linking to the image. Read again when a render
+// starts or ends here or in the chat (the `renders-changed` event), when the tab comes back
+// into view, and on "Refresh"; never on a timer.
+(() => {
+  const LIST_URL = '/v1/tools/list_renders';
+  const LIMIT = 12;
+  const REQUEST_TIMEOUT_MS = 15000;
+  const REFRESH_DELAY_MS = 150; // gathers a burst of events into one refresh
+  const JOB_ID_RE = /^[0-9a-f]{32}$/;
+  const STATE_NAMES = {
+    queued: 'Queued',
+    running: 'Running',
+    succeeded: 'Succeeded',
+    failed: 'Failed',
+    cancelled: 'Cancelled',
+  };
+  const STATE_MARKS = { queued: '…', running: '…', failed: '✕', cancelled: '–' };
+
+  const $ = (id) => document.getElementById(id);
+  const els = { card: $('recent'), list: $('recent-list'), status: $('recent-status'), refresh: $('recent-refresh') };
+  if (!els.card) return;
+
+  // What the job list does not say, by job id: when it was created and, once it succeeded,
+  // the image. Kept for ended jobs so a refresh asks only about new or unfinished ones.
+  const details = new Map();
+  const items = new Map(); // job id → {li, key}
+  let refreshing = false;
+  let again = false;
+  let timer = null;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  async function fetchJson(url, init) {
+    const opts = Object.assign({ headers: { Accept: 'application/json' }, cache: 'no-store' }, init || {});
+    if (typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function') {
+      opts.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    }
+    const res = await fetch(url, opts);
+    let body = null;
+    try { body = await res.json(); } catch (_) { /* not JSON */ }
+    return { res, body };
+  }
+
+  // The agent's /files proxy as a same-origin path (the sidecar's own origin is not reachable
+  // from a browser); any other http(s) URL (a signed Cloud Storage URL) as it is.
+  function imageUrl(raw) {
+    if (typeof raw !== 'string' || raw === '') return null;
+    try {
+      const u = new URL(raw, window.location.href);
+      if (u.pathname.startsWith('/files/')) return u.pathname + u.search;
+      return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function formatTime(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return null;
+    const today = d.toDateString() === new Date().toDateString();
+    return today ? d.toLocaleTimeString() : d.toLocaleString();
+  }
+
+  // The job's task (same id) carries `createdAt` and, once done, the render's result; a
+  // sidecar without MCP tasks answers 404, and then the render status gives the image.
+  async function fetchDetail(job) {
+    const id = encodeURIComponent(job.job_id);
+    const detail = { createdAt: null, url: null, contentType: null, bytes: null, expiresAt: null };
+    const { res, body } = await fetchJson('/v1/tasks/' + id);
+    let output = null;
+    if (res.ok && body && typeof body === 'object') {
+      if (typeof body.createdAt === 'string') detail.createdAt = body.createdAt;
+      output = body.result && body.result.structuredContent;
+    }
+    if (job.state === 'succeeded' && !(output && output.url)) {
+      const status = await fetchJson('/v1/renders/' + id);
+      output = status.res.ok && status.body ? status.body.result : null;
+    }
+    if (job.state === 'succeeded' && output && typeof output === 'object') {
+      detail.url = imageUrl(output.url);
+      detail.contentType = typeof output.content_type === 'string' ? output.content_type : null;
+      detail.bytes = Number.isFinite(output.bytes) ? output.bytes : null;
+      detail.expiresAt = typeof output.expires_at === 'string' ? output.expires_at : null;
+    }
+    return detail;
+  }
+
+  function needsDetail(job) {
+    const known = details.get(job.job_id);
+    if (!known) return true;
+    if (job.state === 'succeeded' && !known.url) return true;
+    // A link that is about to expire is asked for again (the answer is a freshly signed one).
+    return known.expiresAt !== null && Date.parse(known.expiresAt) < Date.now() + 60000;
+  }
+
+  function formatBytes(n) {
+    if (n === null) return null;
+    return n < 1024 ? n + ' bytes' : n < 1024 * 1024 ? (n / 1024).toFixed(1) + ' KB' : (n / 1048576).toFixed(1) + ' MB';
+  }
+
+  function thumbnail(job, detail, when) {
+    if (detail && detail.url) {
+      const link = el('a', 'recent-thumb');
+      link.href = detail.url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      const img = el('img');
+      img.loading = 'lazy';
+      img.decoding = 'async';
+      img.alt = 'Render' + (when ? ' of ' + when : '') + ': open the full image';
+      img.addEventListener('error', () => link.classList.add('broken'));
+      img.src = detail.url;
+      link.appendChild(img);
+      return link;
+    }
+    const box = el('div', 'recent-thumb recent-thumb-empty', STATE_MARKS[job.state] || '?');
+    box.setAttribute('aria-hidden', 'true');
+    return box;
+  }
+
+  function drawItem(job, detail) {
+    const li = el('li', 'recent-item');
+    li.dataset.jobId = job.job_id;
+    li.dataset.state = job.state;
+    li.title = 'Job ' + job.job_id;
+    const when = detail && detail.createdAt ? formatTime(detail.createdAt) : null;
+    li.appendChild(thumbnail(job, detail, when));
+    const info = el('div', 'recent-info');
+    const head = el('p', 'recent-head-line');
+    head.appendChild(el('span', 'recent-state state-' + job.state, STATE_NAMES[job.state] || String(job.state)));
+    if (when) {
+      const time = el('time', 'recent-time', when);
+      time.dateTime = detail.createdAt;
+      time.title = 'Started ' + new Date(detail.createdAt).toLocaleString();
+      head.appendChild(time);
+    }
+    info.appendChild(head);
+    // Ids share their leading (time-ordered) digits, so the list shows what tells jobs apart:
+    // the picture's type and size once done, else where the job is or why it failed.
+    const message = detail && detail.url
+      ? [detail.contentType, formatBytes(detail.bytes)].filter(Boolean).join(', ')
+      : job.state === 'failed' && job.error ? job.error : job.message;
+    if (message) info.appendChild(el('p', 'recent-message', message));
+    li.appendChild(info);
+    return li;
+  }
+
+  function setStatus(text) {
+    if (els.status.textContent !== text) els.status.textContent = text;
+  }
+
+  // Draws `jobs` in order, keeping the items (and their loaded thumbnails) that did not change.
+  function draw(jobs) {
+    const seen = new Set();
+    let previous = null;
+    for (const job of jobs) {
+      const detail = details.get(job.job_id) || null;
+      const key = JSON.stringify([job.state, job.message, job.error, detail]);
+      let entry = items.get(job.job_id);
+      if (!entry || entry.key !== key) {
+        const li = drawItem(job, detail);
+        if (entry) entry.li.replaceWith(li);
+        entry = { li, key };
+        items.set(job.job_id, entry);
+      }
+      const expected = previous ? previous.nextSibling : els.list.firstChild;
+      if (expected !== entry.li) els.list.insertBefore(entry.li, expected);
+      previous = entry.li;
+      seen.add(job.job_id);
+    }
+    for (const [id, entry] of items) {
+      if (!seen.has(id)) {
+        entry.li.remove();
+        items.delete(id);
+        details.delete(id);
+      }
+    }
+  }
+
+  async function refresh() {
+    if (refreshing) {
+      again = true;
+      return;
+    }
+    refreshing = true;
+    els.card.setAttribute('aria-busy', 'true');
+    try {
+      const { res, body } = await fetchJson(LIST_URL, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ limit: LIMIT }),
+      });
+      const listed = body && body.structuredContent && body.structuredContent.jobs;
+      if (!res.ok || !Array.isArray(listed)) {
+        const why = body && typeof body.error === 'string' ? body.error : 'HTTP ' + res.status;
+        setStatus('Could not load the recent renders: ' + why);
+        return;
+      }
+      const jobs = listed
+        .filter((job) => job && typeof job.job_id === 'string' && JOB_ID_RE.test(job.job_id))
+        .slice(0, LIMIT);
+      await Promise.all(jobs.filter(needsDetail).map(async (job) => {
+        try {
+          // Kept as it is: what a job gains later (its image) is asked for by needsDetail.
+          details.set(job.job_id, await fetchDetail(job));
+        } catch (_) {
+          // Shown without time or picture; asked again on the next refresh.
+        }
+      }));
+      draw(jobs);
+      setStatus(jobs.length === 0 ? 'No renders yet.'
+        : 'The ' + jobs.length + ' most recent render' + (jobs.length === 1 ? '' : 's') + ', newest first.');
+    } catch (err) {
+      setStatus('Could not load the recent renders' + (err && err.message ? ' (' + err.message + ')' : '') + '.');
+    } finally {
+      refreshing = false;
+      els.card.setAttribute('aria-busy', 'false');
+      if (again) {
+        again = false;
+        schedule();
+      }
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, REFRESH_DELAY_MS);
+  }
+
+  window.addEventListener('renders-changed', schedule);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') schedule();
+  });
+  els.refresh.addEventListener('click', () => {
+    clearTimeout(timer);
+    refresh();
+  });
+  refresh();
 })();

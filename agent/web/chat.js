@@ -275,6 +275,10 @@
             entry.call.result = data.result;
             showResult(entry.parts, data.result);
           }
+          // A render's job started, moved or ended: the page's recent-renders list reads again.
+          if (data.result && typeof data.result.job_id === 'string') {
+            window.dispatchEvent(new CustomEvent('renders-changed'));
+          }
         } else if (name === 'done') {
           if (typeof data.reply === 'string') {
             turn.content = data.reply;

@@ -153,6 +153,38 @@ async function withModel() {
   check(link && link.startsWith('/files/'), `download link: ${link}`);
   await shot('chat-render.png');
 
+  // ---- 2b. "a pie chart of …": the pie inline, and in Recent renders ----
+  step = 'pie in chat';
+  await say('Draw a pie chart of apples 3, pears 5');
+  await waitFor(() => {
+    const img = document.querySelector('#chat-log .chat-assistant:last-child .chat-image');
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, 'the pie did not load in the conversation');
+  await waitFor(lastBubbleDone, null, 'the pie turn did not finish');
+  const pie = await page.evaluate(() => {
+    const last = document.querySelector('#chat-log .chat-assistant:last-child');
+    return {
+      width: last.querySelector('.chat-image').naturalWidth,
+      href: last.querySelector('.chat-figure a')?.getAttribute('href') || '',
+      args: last.querySelector('.tool-card .tool-json')?.textContent || '',
+      text: last.querySelector('.chat-text').textContent,
+    };
+  });
+  const pieJob = (/^\/files\/([0-9a-f]{32})/.exec(pie.href) || [])[1];
+  check(pie.width === 480 && /"pie"/.test(pie.args) && pieJob, `pie: ${JSON.stringify(pie)}`);
+  check(pie.text.includes(pieJob), `the answer names the image's URL: ${pie.text}`);
+  summary.pie_image_width = pie.width;
+  // chat.js told the page a render ended; the list read again and shows the pie.
+  const recent = `#recent-list li[data-job-id="${pieJob}"][data-state="succeeded"] img`;
+  await waitFor((sel) => document.querySelector(sel), recent, 'the pie is not in Recent renders');
+  await page.locator(recent).scrollIntoViewIfNeeded();
+  await waitFor((sel) => {
+    const img = document.querySelector(sel);
+    return img.complete && img.naturalWidth > 0;
+  }, recent, 'the pie thumbnail did not load');
+  await page.locator('#chat-log .chat-assistant:last-child .chat-image').scrollIntoViewIfNeeded();
+  await shot('chat-pie.png');
+
   // ---- 3. Stop ends the turn (the server cancels its render) ----
   step = 'stop';
   await say('Render something slow');

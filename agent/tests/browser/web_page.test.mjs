@@ -15,7 +15,8 @@ const { chromium } = createRequire(path.join(process.env.NODE_TOOLS || process.c
 );
 
 const WAIT_MS = 30_000; // bound for every individual wait
-const OVERALL_MS = 150_000; // hard cap for the whole run
+const OVERALL_MS = 240_000; // hard cap for the whole run
+const PHONE = { width: 390, height: 844 };
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 const [baseArg, outArg] = process.argv.slice(2);
@@ -97,6 +98,77 @@ async function readSpec() {
   return JSON.parse(await page.inputValue('#spec'));
 }
 
+const isRenderPost = (r) => r.method === 'POST' && r.path === '/v1/renders';
+
+// Submits the form with `submit` and waits until that job's image has loaded; its id and
+// the image's natural size.
+async function renderAndWait(what, submit = () => page.click('#submit')) {
+  const respPromise = page.waitForResponse(
+    (r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/v1/renders', { timeout: WAIT_MS });
+  await submit();
+  const resp = await respPromise;
+  check(resp.ok(), `${what}: POST /v1/renders answered ${resp.status()}: ${await resp.text()}`);
+  const jobId = (await resp.json()).job_id;
+  await waitFor((id) => {
+    const img = document.getElementById('result-image');
+    const loaded = !document.getElementById('result').hidden && img.complete && img.naturalWidth > 0 &&
+      img.src.includes(id);
+    return loaded || !document.getElementById('error').hidden;
+  }, jobId, `${what}: the image did not load`);
+  check(await page.locator('#error').isHidden(), `${what}: ${await pageText('#error')}`);
+  await waitFor(() => !document.getElementById('submit').disabled, null, `${what}: #submit not re-enabled`);
+  const size = await page.evaluate(() => {
+    const img = document.getElementById('result-image');
+    return { width: img.naturalWidth, height: img.naturalHeight };
+  });
+  // A finished render refreshes the recent-renders list.
+  await waitForRecent(page, jobId, 'succeeded', `${what}: recent renders`, { thumbnail: false });
+  return { jobId, ...size };
+}
+
+// Waits until the recent-renders list of `p` shows job `jobId` in `state`; with a thumbnail
+// (scrolled to, as it loads lazily) that has loaded when the job succeeded.
+async function waitForRecent(p, jobId, state, what, { thumbnail = true } = {}) {
+  const item = `#recent-list li[data-job-id="${jobId}"][data-state="${state}"]`;
+  try {
+    await p.waitForSelector(item, { timeout: WAIT_MS });
+    if (state === 'succeeded' && thumbnail) {
+      await p.locator(`${item} img`).scrollIntoViewIfNeeded();
+      await p.waitForFunction((sel) => {
+        const img = document.querySelector(sel);
+        return img && img.complete && img.naturalWidth > 0;
+      }, `${item} img`, { timeout: WAIT_MS, polling: 50 });
+    }
+  } catch {
+    const shown = await p.evaluate(() => ({
+      status: document.getElementById('recent-status')?.textContent,
+      items: [...document.querySelectorAll('#recent-list li')].map((li) => `${li.dataset.jobId}:${li.dataset.state}`),
+    })).catch(() => null);
+    throw new CheckError(`${what}: job ${jobId} not shown as ${state} in Recent renders (shows ${JSON.stringify(shown)})`);
+  }
+  return p.evaluate((sel) => {
+    const li = document.querySelector(sel);
+    const img = li.querySelector('img');
+    return {
+      time: li.querySelector('time')?.getAttribute('datetime') || null,
+      text: li.innerText,
+      thumb: img ? { width: img.naturalWidth, lazy: img.loading === 'lazy', href: li.querySelector('a')?.getAttribute('href') } : null,
+    };
+  }, item);
+}
+
+function watchProblems(p) {
+  p.on('pageerror', (err) => pageErrors.push(String(err && err.message ? err.message : err)));
+  p.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    // 4xx/5xx API answers are expected in the error scenarios; anything else
+    // (CSP violations, MIME refusals, script errors) is a failure.
+    if (/Failed to load resource: the server responded with a status of (4|5)\d\d/.test(text)) return;
+    consoleErrors.push(text);
+  });
+}
+
 async function timed(name, fn) {
   step = name.replace(/_ms$/, '');
   const t0 = performance.now();
@@ -139,21 +211,14 @@ async function run() {
       assetTypes[u.pathname] = res.headers()['content-type'] || '';
     }
   });
-  page.on('pageerror', (err) => pageErrors.push(String(err && err.message ? err.message : err)));
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const text = msg.text();
-    // 4xx/5xx API answers are expected in the error scenarios; anything else
-    // (CSP violations, MIME refusals, script errors) is a failure.
-    if (/Failed to load resource: the server responded with a status of (4|5)\d\d/.test(text)) return;
-    consoleErrors.push(text);
-  });
+  watchProblems(page);
 
   // ---- 1. Chart render succeeds, progress advances ----
   await timed('success_ms', async () => {
     const resp = await page.goto(new URL('/', base).href, { waitUntil: 'load' });
     check(resp && resp.ok(), `GET / answered ${resp && resp.status()}`);
-    for (const id of ['#kind-chart', '#kind-svg', '#spec', '#submit', '#progress', '#status', '#error']) {
+    for (const id of ['#kind-chart', '#kind-vega-lite', '#kind-svg', '#example', '#spec', '#submit', '#progress',
+      '#status', '#error', '#recent-list', '#recent-refresh']) {
       check(await page.locator(id).count() === 1, `element ${id} missing`);
     }
     check(await page.locator('#error').isHidden(), '#error should be hidden when empty');
@@ -190,7 +255,7 @@ async function run() {
       mo.observe(b, { attributes: true });
     });
 
-    const postsBefore = apiRequests.filter((r) => r.method === 'POST').length;
+    const postsBefore = apiRequests.filter(isRenderPost).length;
     await page.click('#submit');
     await waitFor(() => {
       const img = document.getElementById('result-image');
@@ -199,8 +264,7 @@ async function run() {
     }, null, '#result-image did not appear and load');
     await waitFor(() => !document.getElementById('submit').disabled, null, '#submit not re-enabled after the job');
 
-    const posts = apiRequests.filter((r) => r.method === 'POST');
-    check(posts.length === postsBefore + 1 && posts.at(-1).path === '/v1/renders', 'expected one POST /v1/renders');
+    check(apiRequests.filter(isRenderPost).length === postsBefore + 1, 'expected one POST /v1/renders');
     check(apiRequests.some((r) => /^\/v1\/renders\/[0-9a-f]{32}\/events$/.test(r.path)),
       'expected the page to open /v1/renders/<id>/events');
 
@@ -242,6 +306,84 @@ async function run() {
     await page.screenshot({ path: path.join(outDir, 'render-success.png'), fullPage: true, animations: 'disabled' });
   });
 
+  // ---- 1b. Every example of Chart and Vega-Lite renders ----
+  await timed('examples_ms', async () => {
+    const rendered = {};
+    for (const kind of ['chart', 'vega-lite']) {
+      await page.check(`#kind-${kind}`);
+      check(await page.locator('#example').isVisible(), `${kind}: the example picker is not shown`);
+      const ids = await page.$$eval('#example option', (options) => options.map((o) => o.value));
+      for (const id of ids) {
+        await page.selectOption('#example', id);
+        const spec = await readSpec();
+        check(spec.kind === kind, `example ${id} loaded a spec of kind ${spec.kind}, not ${kind}`);
+        const { jobId, width, height } = await renderAndWait(`example ${id}`);
+        rendered[id] = `${width}x${height}`;
+        summary.last_job = jobId;
+        if (id === 'pie') {
+          check(width === spec.width && height === spec.height, `pie: ${width}x${height}`);
+          await page.screenshot({ path: path.join(outDir, 'render-pie.png'), fullPage: true, animations: 'disabled' });
+        }
+        if (id === 'vl-bar-sum') {
+          await page.screenshot({
+            path: path.join(outDir, 'render-vega-lite.png'), fullPage: true, animations: 'disabled',
+          });
+        }
+      }
+    }
+    summary.examples_rendered = rendered;
+    const names = Object.keys(rendered);
+    for (const id of ['bar', 'line-dates', 'area-stacked', 'pie', 'donut-dark', 'scatter', 'bar-horizontal',
+      'vl-bar-sum', 'vl-line-dates', 'vl-arc']) {
+      check(names.includes(id), `example ${id} was not offered (offered: ${names.join(', ')})`);
+    }
+    await page.check('#kind-svg');
+    check(await page.locator('#example').isHidden(), 'SVG has one example: no picker');
+  });
+
+  // ---- 1c. Recent renders: the last job with its thumbnail, here and in a second tab ----
+  await timed('recent_ms', async () => {
+    const here = await waitForRecent(page, summary.last_job, 'succeeded', 'this tab');
+    check(here.thumb && here.thumb.lazy && here.thumb.width > 0, `thumbnail: ${JSON.stringify(here)}`);
+    check(here.thumb.href.startsWith('/files/'), `the thumbnail links to the image: ${here.thumb.href}`);
+    check(here.time !== null && !Number.isNaN(Date.parse(here.time)), `no start time shown: ${here.text}`);
+    const count = await page.locator('#recent-list li').count();
+    check(count >= 11 && count <= 12, `expected the 12 most recent renders, got ${count}`);
+    const first = await page.evaluate(() => document.querySelector('#recent-list li')?.dataset.jobId);
+    check(first === summary.last_job, `newest first: the first item is ${first}, not ${summary.last_job}`);
+    summary.recent_item = here.text;
+    await page.locator('#recent').screenshot({ path: path.join(outDir, 'recent-renders.png'), animations: 'disabled' });
+
+    const second = await context.newPage();
+    watchProblems(second);
+    try {
+      const resp = await second.goto(new URL('/', base).href, { waitUntil: 'load' });
+      check(resp && resp.ok(), `second tab: GET / answered ${resp && resp.status()}`);
+      const there = await waitForRecent(second, summary.last_job, 'succeeded', 'second tab');
+      summary.recent_second_tab = there.thumb.width > 0;
+    } finally {
+      await second.close();
+    }
+  });
+
+  // ---- 1d. Keyboard: arrows switch the kind, Tab reaches the picker, Ctrl+Enter renders ----
+  await timed('keyboard_ms', async () => {
+    await page.check('#kind-chart');
+    await page.selectOption('#example', 'bar');
+    await page.focus('#kind-chart');
+    await page.keyboard.press('ArrowRight');
+    check(await page.isChecked('#kind-vega-lite'), 'ArrowRight on Chart did not choose Vega-Lite');
+    check((await readSpec()).kind === 'vega-lite', 'the Vega-Lite tab did not load its spec');
+    await page.keyboard.press('ArrowLeft');
+    check(await page.isChecked('#kind-chart') && (await readSpec()).kind === 'chart', 'ArrowLeft did not go back');
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => document.activeElement?.id);
+    check(focused === 'example', `Tab from the kind went to #${focused}, not the example picker`);
+    await page.focus('#spec');
+    const { width } = await renderAndWait('Ctrl+Enter', () => page.keyboard.press('Control+Enter'));
+    check(width === 800, `Ctrl+Enter rendered ${width} px wide`);
+  });
+
   // ---- 2. Server-side validation error (width 0) ----
   await timed('server_error_ms', async () => {
     const current = await page.inputValue('#spec');
@@ -270,7 +412,7 @@ async function run() {
 
   // ---- 3. Invalid JSON: message shown, nothing sent ----
   await timed('invalid_json_ms', async () => {
-    const before = apiRequests.length;
+    const before = apiRequests.filter(isRenderPost).length;
     await setSpec('{"kind": "chart", "width": 800,');
     await page.click('#submit');
     await waitFor(() => {
@@ -278,8 +420,7 @@ async function run() {
       return e && !e.hidden && /JSON/.test(e.textContent);
     }, null, '#error did not show a JSON parse message');
     await page.waitForTimeout(500); // give a (wrong) request the chance to show up
-    check(apiRequests.length === before,
-      `invalid JSON must not reach the server, saw ${JSON.stringify(apiRequests.slice(before))}`);
+    check(apiRequests.filter(isRenderPost).length === before, 'invalid JSON must not reach the server');
     summary.json_error_shown = await pageText('#error');
   });
 
@@ -290,7 +431,10 @@ async function run() {
     check(spec.kind === 'svg', 'SVG tab should load the svg example');
     spec.svg = spec.svg.replace('</svg>', '<g></svg>');
     await setSpec(JSON.stringify(spec, null, 2));
+    const respPromise = page.waitForResponse(
+      (r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/v1/renders', { timeout: WAIT_MS });
     await page.click('#submit');
+    const failedJob = (await (await respPromise).json()).job_id;
     await waitFor(() => {
       const e = document.getElementById('error');
       return e && !e.hidden && /render failed/i.test(e.textContent);
@@ -300,7 +444,27 @@ async function run() {
     check(await page.locator('#result').isHidden(), 'no image should be shown for a failed job');
     await waitFor(() => !document.getElementById('submit').disabled, null, '#submit not re-enabled after failure');
     summary.failure_shown = err;
+    const listed = await waitForRecent(page, failedJob, 'failed', 'failed job');
+    check(/svg/i.test(listed.text), `the failed item should say why: ${listed.text}`);
     await page.screenshot({ path: path.join(outDir, 'render-failed.png'), fullPage: true, animations: 'disabled' });
+  });
+
+  // ---- 5. A phone: 390 px wide, nothing wider than the screen, a pie still renders ----
+  await timed('phone_ms', async () => {
+    await page.setViewportSize(PHONE);
+    await page.reload({ waitUntil: 'load' });
+    await page.check('#kind-chart');
+    await page.selectOption('#example', 'pie');
+    await renderAndWait('phone pie');
+    const overflow = await page.evaluate(() => {
+      const wide = [...document.querySelectorAll('body *')]
+        .filter((node) => node.getBoundingClientRect().right > window.innerWidth + 1 && node.offsetParent !== null)
+        .map((node) => node.id || node.className || node.tagName);
+      return { scrollWidth: document.documentElement.scrollWidth, wide: wide.slice(0, 5) };
+    });
+    check(overflow.scrollWidth <= PHONE.width && overflow.wide.length === 0,
+      `the page is wider than a ${PHONE.width} px phone: ${JSON.stringify(overflow)}`);
+    await page.screenshot({ path: path.join(outDir, 'page-phone.png'), fullPage: true, animations: 'disabled' });
   });
 
   // ---- global checks ----

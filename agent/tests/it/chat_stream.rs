@@ -36,13 +36,16 @@ pub(crate) enum Plot {
     SlowRender,
     /// Call `render` on an SVG that takes a second or two, then answer naming the URL.
     BlurredRender,
+    /// Call `render` on a pie chart of category slices, then answer naming the URL.
+    PieRender,
     /// Two pieces of text, then the connection closes: no finish reason, no `[DONE]`.
     CutMidway,
     /// One piece of text, then an event that is not JSON.
     Garbage,
     /// One piece of text, then silence with the connection open.
     Stall,
-    /// By the last user message: "slow" → [`Plot::SlowRender`], "render" →
+    /// By the last user message: "slow" → [`Plot::SlowRender`], "blurred" →
+    /// [`Plot::BlurredRender`], "pie" → [`Plot::PieRender`], "render" →
     /// [`Plot::RenderThenAnswer`], anything else → [`Plot::AddThenAnswer`] (for the page).
     ByMessage,
 }
@@ -53,6 +56,7 @@ impl Plot {
         match self {
             Self::ByMessage if message.contains("slow") => Self::SlowRender,
             Self::ByMessage if message.contains("blurred") => Self::BlurredRender,
+            Self::ByMessage if message.to_lowercase().contains("pie") => Self::PieRender,
             Self::ByMessage if message.to_lowercase().contains("render") => Self::RenderThenAnswer,
             Self::ByMessage => Self::AddThenAnswer,
             plot => plot,
@@ -139,6 +143,13 @@ fn chart_arguments() -> Value {
         "series": [{"name": "a", "points": [[1, 2], [2, 3]]}]}}})
 }
 
+/// A 480 × 320 pie of two labelled slices, as a model asked for "a pie chart of apples 3,
+/// pears 5" would send it.
+fn pie_arguments() -> Value {
+    json!({"spec": {"kind": "chart", "width": 480, "height": 320, "chart": {"type": "pie",
+        "title": "Fruit", "series": [{"name": "fruit", "points": [["apples", 3], ["pears", 5]]}]}}})
+}
+
 fn slow_arguments() -> Value {
     blurred_arguments(6)
 }
@@ -166,6 +177,7 @@ fn first_call(plot: Plot) -> Option<(&'static str, Value)> {
         Plot::RenderThenAnswer => Some(("render", chart_arguments())),
         Plot::SlowRender => Some(("render", slow_arguments())),
         Plot::BlurredRender => Some(("render", blurred_arguments(2))),
+        Plot::PieRender => Some(("render", pie_arguments())),
         _ => None,
     }
 }

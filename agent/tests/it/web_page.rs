@@ -1,7 +1,9 @@
 //! The web page in real headless Chromium (Debian's `chromium`, driven by `playwright-core`)
 //! against the real agent, sidecar and Redis: submit a chart, watch the progress bar advance,
-//! see the image; a bad spec and a failing SVG show their errors in plain words. Screenshots
-//! are kept under `target/test-artifacts/web/`.
+//! see the image; every Chart and Vega-Lite example renders; Recent renders shows the jobs with
+//! thumbnails, in a second tab too; the form works from the keyboard and on a 390 px phone; a
+//! bad spec and a failing SVG show their errors in plain words. Screenshots are kept under
+//! `target/test-artifacts/web/`.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -44,7 +46,21 @@ fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
         "{summary}"
     );
     assert!(summary["error_shown"].as_str().unwrap().contains("width"));
-    assert!(screenshots.join("render-success.png").exists());
+    let examples = summary["examples_rendered"].as_object().unwrap();
+    assert_eq!(examples.len(), 10, "{summary}");
+    assert_eq!(examples["pie"], "640x420");
+    assert_eq!(examples["vl-bar-sum"], "800x500");
+    assert_eq!(summary["recent_second_tab"], true, "{summary}");
+    for shot in [
+        "render-success.png",
+        "render-pie.png",
+        "render-vega-lite.png",
+        "recent-renders.png",
+        "render-failed.png",
+        "page-phone.png",
+    ] {
+        assert!(screenshots.join(shot).exists(), "{shot}");
+    }
 }
 
 /// Runs the chat page test script against `stack` in `mode` (`model` or `no-model`); its
@@ -83,6 +99,7 @@ async fn the_chat_streams_shows_tool_cards_and_renders_stops_and_survives_a_relo
     let summary = tokio::task::block_in_place(|| chat_page_test(&stack, "model"));
     assert!(!summary["partial_texts"].as_array().unwrap().is_empty());
     assert_eq!(summary["image_width"], 1024);
+    assert_eq!(summary["pie_image_width"], 480, "{summary}");
     assert!(
         summary["render_progress"].as_array().unwrap().len() >= 2,
         "the progress bar moved: {summary}"
@@ -91,6 +108,7 @@ async fn the_chat_streams_shows_tool_cards_and_renders_stops_and_survives_a_relo
         "chat-streaming.png",
         "chat-answered.png",
         "chat-render.png",
+        "chat-pie.png",
         "chat-stopped.png",
         "chat-reloaded.png",
     ] {
