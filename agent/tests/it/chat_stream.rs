@@ -505,17 +505,24 @@ pub(crate) fn openai_stack(model: &StreamingModel) -> Stack {
 
 /// [`openai_stack`] with settings for the sidecar.
 pub(crate) fn openai_stack_with(model: &StreamingModel, sidecar: &[(&str, &str)]) -> Stack {
-    Stack::start_with(
-        "stateless",
-        sidecar,
-        &[
-            ("LLM_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", model.url.as_str()),
-            ("LLM_MODEL", "gpt-test"),
-            ("LLM_MAX_TURNS", "3"),
-            ("LLM_TIMEOUT", "3s"),
-        ],
-    )
+    openai_stack_env(model, sidecar, &[])
+}
+
+/// [`openai_stack_with`] with more settings for the agent.
+fn openai_stack_env(
+    model: &StreamingModel,
+    sidecar: &[(&str, &str)],
+    agent: &[(&str, &str)],
+) -> Stack {
+    let mut env = vec![
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", model.url.as_str()),
+        ("LLM_MODEL", "gpt-test"),
+        ("LLM_MAX_TURNS", "3"),
+        ("LLM_TIMEOUT", "3s"),
+    ];
+    env.extend_from_slice(agent);
+    Stack::start_with("stateless", sidecar, &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,7 +572,8 @@ async fn vertex_stream_generate_content_streams_the_turn_and_names_broken_stream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_in_chat_streams_its_progress_and_the_model_reads_the_finished_result() {
     let model = StreamingModel::start().await;
-    let stack = openai_stack(&model);
+    // This model takes images: it sees the picture too.
+    let stack = openai_stack_env(&model, &[], &[("LLM_TOOL_IMAGES", "on")]);
     model.set(Plot::RenderThenAnswer);
     let events = stream_chat(&stack, "Draw me a bar chart", None).await;
     println!(
@@ -590,6 +598,21 @@ async fn a_render_in_chat_streams_its_progress_and_the_model_reads_the_finished_
         done.data["reply"].as_str().unwrap(),
         format!("Here is your chart: {url}"),
         "the model read the finished result"
+    );
+    // ... and saw the picture: a user message of image parts after the tool message.
+    let second = &model.bodies()[1];
+    let pictures = second["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(pictures["role"], "user", "{pictures}");
+    let url = pictures["content"][1]["image_url"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("data:image/png;base64,iVBORw0KGgo"),
+        "{}",
+        &url[..40]
     );
 }
 
