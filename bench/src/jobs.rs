@@ -19,7 +19,7 @@ use crate::{
     stats::Latency,
 };
 
-type Client = RunningService<rmcp::RoleClient, ClientConfig>;
+pub(crate) type Client = RunningService<rmcp::RoleClient, ClientConfig>;
 
 #[derive(Debug, Serialize)]
 pub struct JobsReport {
@@ -46,13 +46,18 @@ pub(crate) fn small_chart(seed: usize) -> Value {
     })
 }
 
-async fn call(client: &Client, tool: &str, arguments: Value) -> anyhow::Result<Value> {
-    let result = client
-        .call_tool(
+/// Calls `tool` and returns its structured content; a tool error or no answer within a minute
+/// is an error.
+pub(crate) async fn call(client: &Client, tool: &str, arguments: Value) -> anyhow::Result<Value> {
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.call_tool(
             CallToolRequestParams::new(tool.to_owned())
                 .with_arguments(arguments.as_object().cloned().unwrap_or_default()),
-        )
-        .await?;
+        ),
+    )
+    .await
+    .with_context(|| format!("{tool}: no answer within 60 s"))??;
     let content = result.structured_content.unwrap_or_default();
     if result.is_error == Some(true) {
         bail!("{tool}: {}", content["error"]);
@@ -60,7 +65,7 @@ async fn call(client: &Client, tool: &str, arguments: Value) -> anyhow::Result<V
     Ok(content)
 }
 
-async fn connect(server: &Server) -> anyhow::Result<Client> {
+pub(crate) async fn connect(server: &Server) -> anyhow::Result<Client> {
     Ok(ClientConfig::default()
         .serve(StreamableHttpClientTransport::from_uri(format!(
             "http://{}/mcp",
@@ -69,23 +74,31 @@ async fn connect(server: &Server) -> anyhow::Result<Client> {
         .await?)
 }
 
-fn job_times(redis: &Redis, prefix: &str, job: &str) -> anyhow::Result<(u64, u64)> {
-    let mut connection = redis.connection()?;
+/// A finished job's `created_at` and `finished_at` (ms), from its record under `prefix` (the
+/// prefix as keys have it: with the hash tag in cluster mode).
+pub(crate) fn job_times(
+    connection: &mut dyn redis::ConnectionLike,
+    prefix: &str,
+    job: &str,
+) -> anyhow::Result<(u64, u64)> {
     let (created, finished): (u64, u64) = redis::cmd("HMGET")
         .arg(format!("{prefix}job:{job}"))
         .arg("created_at")
         .arg("finished_at")
-        .query(&mut connection)?;
+        .query(connection)?;
     Ok((created, finished))
 }
 
 pub(crate) fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>> {
-    let mut connection = redis.connection()?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query(&mut connection)?;
-    Ok(info
-        .lines()
+        .query(&mut redis.connection()?)?;
+    Ok(parse_command_stats(&info))
+}
+
+/// Calls so far by command, from an `INFO` answer with its `commandstats` section.
+pub(crate) fn parse_command_stats(info: &str) -> Vec<(String, u64)> {
+    info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
             let calls = rest
@@ -93,7 +106,7 @@ pub(crate) fn command_stats(redis: &Redis) -> anyhow::Result<Vec<(String, u64)>>
                 .find_map(|field| field.strip_prefix("calls="))?;
             Some((name.to_owned(), calls.parse().ok()?))
         })
-        .collect())
+        .collect()
 }
 
 /// The commands run between two `command_stats` snapshots, by command.
@@ -121,17 +134,17 @@ pub(crate) fn command_deltas(
     seen
 }
 
-/// A sidecar's environment for the job benchmarks: port 0, this Redis and key prefix, a shared
-/// artifact directory and signing key, `workers` render workers.
+/// A sidecar's environment for the job benchmarks: port 0, the Redis at `redis_url` and key
+/// prefix, a shared artifact directory and signing key, `workers` render workers.
 pub(crate) fn sidecar_env(
-    redis: &Redis,
+    redis_url: String,
     artifacts: &TempDir,
     prefix: &str,
     workers: usize,
 ) -> Vec<(&'static str, String)> {
     vec![
         ("MCP_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("REDIS_URL", redis.url()),
+        ("REDIS_URL", redis_url),
         ("REDIS_KEY_PREFIX", prefix.to_owned()),
         ("ARTIFACT_DIR", artifacts.0.display().to_string()),
         (
@@ -147,7 +160,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
     let redis = Redis::start()?;
     let artifacts = TempDir::new("artifacts")?;
     let prefix = "bench:".to_owned();
-    let env = |workers: usize| sidecar_env(&redis, &artifacts, &prefix, workers);
+    let env = |workers: usize| sidecar_env(redis.url(), &artifacts, &prefix, workers);
     let sidecar = Server::start(&release_dir().join("mcp-sidecar"), &env(workers))?;
     let client = connect(&sidecar).await?;
 
@@ -170,7 +183,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
         // The first few warm caches and connections.
         if index >= 5 {
             client_samples.push(elapsed);
-            let (created, finished) = job_times(&redis, &prefix, &job_id)?;
+            let (created, finished) = job_times(&mut redis.connection()?, &prefix, &job_id)?;
             server_samples.push(Duration::from_millis(finished.saturating_sub(created)));
         }
     }
@@ -218,7 +231,7 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
     let mut first_created = u64::MAX;
     let mut last_finished = 0;
     for job_id in &ids {
-        let (created, finished) = job_times(&redis, &prefix, job_id)?;
+        let (created, finished) = job_times(&mut redis.connection()?, &prefix, job_id)?;
         first_created = first_created.min(created);
         last_finished = last_finished.max(finished);
     }

@@ -5,6 +5,7 @@ mod agent;
 mod jobs;
 mod load;
 mod processes;
+mod redis_modes;
 mod stats;
 mod suite;
 mod tasks;
@@ -92,6 +93,10 @@ enum What {
         #[arg(long, default_value_t = 2000)]
         get_calls: u64,
     },
+    /// Render jobs on plain Redis, TLS + AUTH, a cluster, and each with WAIT for one replica,
+    /// side by side in alternating rounds: jobs/s, start_render and get_render_status latency,
+    /// and on plain the Redis commands and bytes per job. Writes results/redis-modes.json.
+    RedisModes(redis_modes::Counts),
     /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
     Jobs {
         /// Jobs measured one at a time for latency.
@@ -174,6 +179,14 @@ async fn main() -> anyhow::Result<()> {
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(options.out.join("tasks.json"), &json)?;
             println!("{json}");
+        }
+        What::RedisModes(counts) => {
+            let report = redis_modes::run(counts).await?;
+            std::fs::write(
+                options.out.join("redis-modes.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            println!("{}", redis_modes::markdown(&report));
         }
         What::Jobs {
             latency_jobs,

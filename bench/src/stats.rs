@@ -44,3 +44,27 @@ impl Latency {
         }
     }
 }
+
+/// The middle value (the upper of the two middle ones for an even count); 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// How a figure measured once a round spread over the rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        Self {
+            median: median(values.to_vec()),
+            min: values.iter().copied().reduce(f64::min).unwrap_or_default(),
+            max: values.iter().copied().reduce(f64::max).unwrap_or_default(),
+        }
+    }
+}

@@ -26,7 +26,7 @@ use crate::{
     jobs::{self, JobsReport},
     load::{self, Dialect, LoadReport},
     processes::{Redis, Server, TempDir, free_port, memory_kib, release_dir},
-    stats::Latency,
+    stats::{Latency, median},
 };
 
 #[derive(Debug, Serialize)]
@@ -179,11 +179,6 @@ fn initialize(addr: SocketAddr) -> bool {
     );
     exchange(addr, &request)
         .is_some_and(|(status, reply)| status == 200 && reply.contains("\"result\""))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// Starts `command` `runs` times; each time measures exec → `health` and exec → `ready`.
@@ -553,7 +548,7 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
     })
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

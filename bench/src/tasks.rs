@@ -218,7 +218,7 @@ pub async fn run(rounds: usize, get_calls: u64) -> anyhow::Result<TasksReport> {
     let artifacts = TempDir::new("artifacts")?;
     let prefix = "bench:".to_owned();
     let env = |workers: usize| {
-        let mut env = sidecar_env(&redis, &artifacts, &prefix, workers);
+        let mut env = sidecar_env(redis.url(), &artifacts, &prefix, workers);
         env.push((
             "TASK_POLL_INTERVAL",
             format!("{}ms", POLL_INTERVAL.as_millis()),

@@ -14,6 +14,8 @@ pub struct RedisServer {
     child: Option<Child>,
     appendonly: bool,
     secured: Option<Secured>,
+    /// The port of the primary this server replicates (`--replicaof`), if any.
+    replica_of: Option<u16>,
 }
 
 /// TLS and AUTH settings of a [`RedisServer::start_secured`] server.
@@ -136,16 +138,62 @@ impl RedisServer {
         Self::launched(false, Some(secured))
     }
 
+    /// Starts redis-server as a replica of `primary` (a plain one, not
+    /// [`RedisServer::start_secured`]) and waits until it has synced (`master_link_status:up`),
+    /// so that `WAIT 1` on the primary is answered. The primary's full sync is set to start at
+    /// once (`repl-diskless-sync-delay 0`) rather than after the default 5 s.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        assert!(
+            primary.secured.is_none(),
+            "start_replica_of takes a plain primary"
+        );
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg("0")
+            .query(&mut primary.connection())
+            .expect("CONFIG SET on the primary");
+        let mut server = Self::unlaunched(false, None);
+        server.replica_of = Some(primary.port);
+        server.launch();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut connection = server.connection();
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut connection)
+                .expect("INFO replication on the replica");
+            if info
+                .lines()
+                .any(|line| line.trim() == "master_link_status:up")
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica on port {} did not sync with port {} within 10 s",
+                server.port,
+                primary.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn launched(appendonly: bool, secured: Option<Secured>) -> Self {
-        let mut server = Self {
+        let mut server = Self::unlaunched(appendonly, secured);
+        server.launch();
+        server
+    }
+
+    fn unlaunched(appendonly: bool, secured: Option<Secured>) -> Self {
+        Self {
             port: crate::free_port(),
             dir: crate::temp_dir("redis-test"),
             child: None,
             appendonly,
             secured,
-        };
-        server.launch();
-        server
+            replica_of: None,
+        }
     }
 
     fn launch(&mut self) {
@@ -176,6 +224,9 @@ impl RedisServer {
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         if self.appendonly {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
