@@ -23,34 +23,57 @@ pub struct AgentOverheadReport {
     pub overhead_p99_ms: f64,
 }
 
-pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
-    let redis = Redis::start()?;
-    let artifacts = TempDir::new("artifacts")?;
-    let sidecar_port = free_port()?;
-    let _sidecar = Server::start(
-        &release_dir().join("mcp-sidecar"),
-        &[
-            ("MCP_LISTEN_ADDR", format!("127.0.0.1:{sidecar_port}")),
-            ("REDIS_URL", redis.url()),
-            ("ARTIFACT_DIR", artifacts.0.display().to_string()),
-            (
-                "ARTIFACT_SIGNING_KEY",
-                "bench-signing-key-0123456789".to_owned(),
-            ),
-            ("RENDER_WORKERS", "0".to_owned()),
-        ],
-    )?;
-    let agent = Server::start(
-        &release_dir().join("agent"),
-        &[
+/// The release agent in front of the release sidecar (no render workers) on its own Redis,
+/// with `agent_env` added to the agent's environment.
+pub(crate) struct AgentStack {
+    pub agent: Server,
+    pub sidecar_port: u16,
+    _sidecar: Server,
+    _artifacts: TempDir,
+    _redis: Redis,
+}
+
+impl AgentStack {
+    pub(crate) fn start(agent_env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let redis = Redis::start()?;
+        let artifacts = TempDir::new("artifacts")?;
+        let sidecar_port = free_port()?;
+        let sidecar = Server::start(
+            &release_dir().join("mcp-sidecar"),
+            &[
+                ("MCP_LISTEN_ADDR", format!("127.0.0.1:{sidecar_port}")),
+                ("REDIS_URL", redis.url()),
+                ("ARTIFACT_DIR", artifacts.0.display().to_string()),
+                (
+                    "ARTIFACT_SIGNING_KEY",
+                    "bench-signing-key-0123456789".to_owned(),
+                ),
+                ("RENDER_WORKERS", "0".to_owned()),
+            ],
+        )?;
+        let mut env = vec![
             ("PORT", "0".to_owned()),
             ("BIND_ADDR", "127.0.0.1".to_owned()),
             (
                 "MCP_SERVER_URL",
                 format!("http://127.0.0.1:{sidecar_port}/mcp"),
             ),
-        ],
-    )?;
+        ];
+        env.extend(agent_env.iter().cloned());
+        let agent = Server::start(&release_dir().join("agent"), &env)?;
+        Ok(Self {
+            agent,
+            sidecar_port,
+            _sidecar: sidecar,
+            _artifacts: artifacts,
+            _redis: redis,
+        })
+    }
+}
+
+pub async fn run(calls: usize) -> anyhow::Result<AgentOverheadReport> {
+    let stack = AgentStack::start(&[])?;
+    let (agent, sidecar_port) = (&stack.agent, stack.sidecar_port);
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let agent_url = format!("http://{}/v1/tools/add", agent.addr);
     let sidecar_url = format!("http://127.0.0.1:{sidecar_port}/mcp");

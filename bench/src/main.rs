@@ -2,6 +2,7 @@
 //! `cargo build --release --workspace`, then `target/release/bench <what>`.
 
 mod agent;
+mod chat;
 mod jobs;
 mod load;
 mod processes;
@@ -34,6 +35,13 @@ enum What {
         /// Calls measured each way.
         #[arg(long, default_value_t = 5000)]
         calls: usize,
+    },
+    /// The agent's overhead on a streamed chat turn: the first `delta` at a client of
+    /// /v1/chat vs the (local, streaming) model's own first byte.
+    ChatOverhead {
+        /// Turns measured each way.
+        #[arg(long, default_value_t = 300)]
+        turns: usize,
     },
     /// Everything below plus load, cold start and memory against the reference servers;
     /// writes results/all.json and bench/RESULTS.md.
@@ -172,6 +180,12 @@ async fn main() -> anyhow::Result<()> {
             let report = agent::run(calls).await?;
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(options.out.join("agent-overhead.json"), &json)?;
+            println!("{json}");
+        }
+        What::ChatOverhead { turns } => {
+            let report = chat::run(turns).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(options.out.join("chat-overhead.json"), &json)?;
             println!("{json}");
         }
         What::Tasks { rounds, get_calls } => {
