@@ -12,21 +12,21 @@ use crate::common::Stack;
 use serde_json::Value;
 use test_support::{installed_tool, workspace_root};
 
-#[test]
-fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
+/// Runs `script` (under `agent/tests/browser/`) in headless Chromium against `stack`, with
+/// `args` after the base URL and the screenshot directory; its JSON summary, checks passed.
+fn browser_test(script: &str, stack: &Stack, args: &[&str]) -> Value {
     let chromium = std::path::Path::new("/usr/bin/chromium");
     assert!(
         chromium.exists(),
         "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
     );
-    let stack = Stack::start("stateless", &[]);
     let screenshots = workspace_root().join("target/test-artifacts/web");
     std::fs::create_dir_all(&screenshots).unwrap();
-
     let output = Command::new(installed_tool("node/node_modules/.bin/node"))
-        .arg(workspace_root().join("agent/tests/browser/web_page.test.mjs"))
+        .arg(workspace_root().join("agent/tests/browser").join(script))
         .arg(stack.url(""))
         .arg(&screenshots)
+        .args(args)
         .env("NODE_TOOLS", installed_tool("node"))
         .output()
         .expect("node runs");
@@ -34,12 +34,20 @@ fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+        "browser test {script} {args:?} failed:\n{stdout}\n{stderr}"
     );
     let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
         .unwrap_or_else(|_| panic!("a JSON summary line:\n{stdout}\n{stderr}"));
-    println!("{summary}");
+    println!("{script} {args:?}: {summary}");
     assert_eq!(summary["checks"], "passed");
+    summary
+}
+
+#[test]
+fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
+    let stack = Stack::start("stateless", &[]);
+    let screenshots = workspace_root().join("target/test-artifacts/web");
+    let summary = browser_test("web_page.test.mjs", &stack, &[]);
     assert_eq!(summary["image_width"], 800);
     assert!(
         summary["progress_seen"].as_array().unwrap().len() >= 2,
@@ -63,30 +71,9 @@ fn the_page_renders_a_chart_with_live_progress_and_shows_errors_plainly() {
     }
 }
 
-/// Runs the chat page test script against `stack` in `mode` (`model` or `no-model`); its
-/// JSON summary.
+/// The chat page's browser test against `stack` in `mode` (`model` or `no-model`).
 fn chat_page_test(stack: &Stack, mode: &str) -> Value {
-    let screenshots = workspace_root().join("target/test-artifacts/web");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let output = Command::new(installed_tool("node/node_modules/.bin/node"))
-        .arg(workspace_root().join("agent/tests/browser/chat.test.mjs"))
-        .arg(stack.url(""))
-        .arg(&screenshots)
-        .arg(mode)
-        .env("NODE_TOOLS", installed_tool("node"))
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "chat browser test ({mode}) failed:\n{stdout}\n{stderr}"
-    );
-    let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-        .unwrap_or_else(|_| panic!("a JSON summary line:\n{stdout}\n{stderr}"));
-    println!("{mode}: {summary}");
-    assert_eq!(summary["checks"], "passed");
-    summary
+    browser_test("chat.test.mjs", stack, &[mode])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

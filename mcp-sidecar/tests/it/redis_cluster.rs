@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
 use test_support::redis_cluster::RedisCluster;
 
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
         SidecarProcess, call,
         cluster::logged_successes,
         jobs::{chart_spec, download, result, start, wait_all_terminal},
-        mcp_client, one_heavy_test_at_a_time, start_sidecar_process_with, structured_ok,
+        mcp_client, one_heavy_test_at_a_time, readiness, start_sidecar_process_with, structured_ok,
         temp_dir, tool_error_message,
     },
     tasks::{LIMIT, TaskClient, assert_png_render_result, slow_spec, task_id},
@@ -74,18 +74,9 @@ impl Drop for Deployment {
 }
 
 async fn wait_ready(sidecar: &SidecarProcess) {
-    let url = format!("http://{}/readyz", sidecar.addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = reqwest::get(&url).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap();
-        if status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not ready: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (status, body) =
+        readiness(sidecar, Duration::from_secs(30), |status, _| status == 200).await;
+    assert_eq!(status, 200, "not ready: {body}");
 }
 
 fn slot(cluster: &RedisCluster, key: &str) -> u16 {
@@ -104,7 +95,10 @@ async fn two_sidecars_share_jobs_and_tasks_on_a_three_master_cluster_with_every_
     let b = deployment.sidecar("1", &[]);
     wait_ready(&a).await;
     wait_ready(&b).await;
-    let (on_a, on_b) = (mcp_client(&a.mcp_url()).await, mcp_client(&b.mcp_url()).await);
+    let (on_a, on_b) = (
+        mcp_client(&a.mcp_url()).await,
+        mcp_client(&b.mcp_url()).await,
+    );
 
     // The job contract, started on both sidecars.
     let mut jobs = vec![];
@@ -138,7 +132,10 @@ async fn two_sidecars_share_jobs_and_tasks_on_a_three_master_cluster_with_every_
         by_b.len(),
         seen.iter().map(|task| &task["status"]).collect::<Vec<_>>()
     );
-    assert!(!by_a.is_empty() && !by_b.is_empty(), "both sidecars took work");
+    assert!(
+        !by_a.is_empty() && !by_b.is_empty(),
+        "both sidecars took work"
+    );
 
     // Every key of the deployment is in one slot, on the master that owns it.
     let keys = [
@@ -147,15 +144,15 @@ async fn two_sidecars_share_jobs_and_tasks_on_a_three_master_cluster_with_every_
         deployment.key(&format!("job:{}", jobs[0])),
         deployment.key(&format!("job:{task}")),
     ];
-    let slots: BTreeSet<u16> = keys.iter().map(|key| slot(&deployment.redis, key)).collect();
+    let slots: BTreeSet<u16> = keys
+        .iter()
+        .map(|key| slot(&deployment.redis, key))
+        .collect();
     assert_eq!(slots.len(), 1, "one slot for {keys:?}: {slots:?}");
     let owner = deployment.redis.master_for_key(&keys[0]);
     let mut on_owner = deployment.redis.connection(owner);
     for key in &keys {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(key)
-            .query(&mut on_owner)
-            .unwrap();
+        let exists: bool = redis::cmd("EXISTS").arg(key).query(&mut on_owner).unwrap();
         assert!(exists, "{key} is on node {owner}, the master of its slot");
     }
 }
@@ -181,7 +178,10 @@ async fn acknowledged(
         .await;
         match attempt {
             Ok(answer) if answer.is_error != Some(true) => {
-                let job = structured_ok(&answer)["job_id"].as_str().unwrap().to_owned();
+                let job = structured_ok(&answer)["job_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
                 return (job, u32::try_from(refusals.len()).unwrap(), refusals);
             }
             Ok(answer) => refusals.push(tool_error_message(&answer)),
@@ -207,7 +207,10 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job_when_new_jobs_wait_fo
     let b = deployment.sidecar("2", &wait);
     wait_ready(&a).await;
     wait_ready(&b).await;
-    let (on_a, on_b) = (mcp_client(&a.mcp_url()).await, mcp_client(&b.mcp_url()).await);
+    let (on_a, on_b) = (
+        mcp_client(&a.mcp_url()).await,
+        mcp_client(&b.mcp_url()).await,
+    );
     let master = deployment.redis.master_for_key(&deployment.key("queue"));
 
     // Jobs are submitted all along, alternating sidecars; the master dies after the tenth.
@@ -237,7 +240,10 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job_when_new_jobs_wait_fo
         // The promoted replica has no replica of its own until the old master comes back as
         // one: until then WAIT cannot be satisfied and new jobs are refused.
         deployment.redis.restart(master);
-        println!("node {master} is back, as a replica, after {:?}", killed_at.elapsed());
+        println!(
+            "node {master} is back, as a replica, after {:?}",
+            killed_at.elapsed()
+        );
     });
     let (on_a, on_b, refused) = submitter.await.unwrap();
     while let Some((key, job)) = acknowledged_rx.recv().await {
@@ -253,7 +259,8 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job_when_new_jobs_wait_fo
         refused.iter().take(3).collect::<Vec<_>>()
     );
     let states: BTreeMap<&str, usize> = finished.iter().fold(BTreeMap::new(), |mut by, status| {
-        *by.entry(status["state"].as_str().unwrap_or("?")).or_default() += 1;
+        *by.entry(status["state"].as_str().unwrap_or("?"))
+            .or_default() += 1;
         by
     });
     assert_eq!(ids.len(), 40);
@@ -281,18 +288,11 @@ async fn cluster_mode_against_a_server_that_is_not_a_cluster_is_named_on_readyz(
         ],
         &[],
     );
-    let url = format!("http://{}/readyz", sidecar.addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body: Value = loop {
-        let response = reqwest::get(&url).await.unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        if status == 503 && body.to_string().contains("REDIS_MODE") {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "{status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, body) = readiness(&sidecar, Duration::from_secs(20), |status, body| {
+        status == 503 && body.to_string().contains("REDIS_MODE")
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
     println!("{body}");
     assert!(
         body.to_string().contains("REDIS_MODE=standalone"),

@@ -9,13 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use test_support::{metadata_server::FakeMetadataServer, redis_server::RedisServer};
 
 use crate::common::{
     SidecarProcess,
     jobs::{chart_spec, decode_png, download, result, start, wait_terminal},
-    mcp_client, start_sidecar_process_with, temp_dir,
+    mcp_client, readiness, start_sidecar_process_with, temp_dir,
 };
 
 /// The admin's view of the server: a connection authenticated with `password`.
@@ -69,25 +68,6 @@ fn iam_sidecar(redis: &RedisServer, metadata_host: &str) -> (SidecarProcess, std
     (sidecar, artifacts)
 }
 
-/// Polls /readyz until `done` accepts (status, body) or `limit` passes; the last answer.
-async fn readiness(
-    sidecar: &SidecarProcess,
-    limit: Duration,
-    done: impl Fn(u16, &Value) -> bool,
-) -> (u16, Value) {
-    let url = format!("http://{}/readyz", sidecar.addr);
-    let deadline = Instant::now() + limit;
-    loop {
-        let response = reqwest::get(&url).await.unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        if done(status, &body) || Instant::now() > deadline {
-            return (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn render_once(sidecar: &SidecarProcess) {
     let client = mcp_client(&sidecar.mcp_url()).await;
     let job = start(&client, chart_spec(160, 100, "png")).await;
@@ -113,7 +93,8 @@ async fn iam_tokens_authenticate_and_a_rotated_token_reauthenticates_open_connec
     let mut admin = admin(&redis, "ya29.token-one");
     let (sidecar, artifacts) = iam_sidecar(&redis, &metadata.host());
 
-    let (status, body) = readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
+    let (status, body) =
+        readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
     assert_eq!(status, 200, "{body}");
     render_once(&sidecar).await;
     assert!(metadata.token_requests() >= 1);
@@ -168,7 +149,8 @@ async fn iam_tokens_authenticate_and_a_rotated_token_reauthenticates_open_connec
             .query(&mut admin)
             .unwrap();
     }
-    let (status, body) = readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
+    let (status, body) =
+        readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
     assert_eq!(status, 200, "{body}");
     render_once(&sidecar).await;
     println!(
@@ -205,7 +187,10 @@ async fn a_token_redis_does_not_accept_is_named_on_readyz() {
     .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["redis"].as_str().unwrap().contains("REDIS_AUTH_MODE=iam"),
+        body["redis"]
+            .as_str()
+            .unwrap()
+            .contains("REDIS_AUTH_MODE=iam"),
         "the IAM case is named: {body}"
     );
     assert!(!body.to_string().contains("ya29."), "{body}");

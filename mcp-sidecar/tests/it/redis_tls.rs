@@ -4,12 +4,13 @@
 //! (wrong CA, wrong password, plain text against the TLS port) is named on `/readyz`.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use test_support::redis_server::{RedisServer, Secured, TestCa};
 
-use crate::common::{SidecarProcess, jobs::*, mcp_client, start_sidecar_process_with, temp_dir};
+use crate::common::{
+    SidecarProcess, jobs::*, mcp_client, readiness, start_sidecar_process_with, temp_dir,
+};
 
 const PASSWORD: &str = "memorystore-auth-string-0123";
 
@@ -28,21 +29,6 @@ fn sidecar(env: &[(&str, &str)]) -> SidecarProcess {
     start_sidecar_process_with(&[("ARTIFACT_DIR", artifacts.to_str().unwrap())], env)
 }
 
-/// Polls /readyz until `done` accepts its (status, body) or 20 s pass; returns the last one.
-async fn readiness(sidecar: &SidecarProcess, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
-    let url = format!("http://{}/readyz", sidecar.addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let response = reqwest::get(&url).await.unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        if done(status, &body) || Instant::now() > deadline {
-            return (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_render_job_runs_end_to_end_over_tls_with_the_password_from_the_environment() {
     let redis = secured_redis();
@@ -54,7 +40,8 @@ async fn a_render_job_runs_end_to_end_over_tls_with_the_password_from_the_enviro
         ("REDIS_PASSWORD", PASSWORD),
     ]);
 
-    let (status, body) = readiness(&sidecar, |status, _| status == 200).await;
+    let (status, body) =
+        readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
     assert_eq!(status, 200, "{body}");
     let client = mcp_client(&sidecar.mcp_url()).await;
     let job = start(&client, chart_spec(120, 80, "png")).await;
@@ -110,7 +97,7 @@ async fn each_set_up_mistake_is_named_on_readyz() {
     ];
     for (mistake, env, named) in cases {
         let sidecar = sidecar(&env);
-        let (status, body) = readiness(&sidecar, |_, body| {
+        let (status, body) = readiness(&sidecar, Duration::from_secs(20), |_, body| {
             body["redis"]
                 .as_str()
                 .is_some_and(|reason| reason.contains(named))

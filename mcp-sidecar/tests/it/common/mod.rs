@@ -9,7 +9,11 @@ pub mod memory;
 
 pub use test_support::{redis_server, temp_dir};
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use mcp_sidecar::{App, config::Config};
 use redis_server::RedisServer;
@@ -236,6 +240,25 @@ impl SidecarProcess {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(self) -> std::process::ExitStatus {
         self.process.terminate()
+    }
+}
+
+/// Polls /readyz until `done` accepts (status, body) or `limit` passes; the last answer.
+pub async fn readiness(
+    sidecar: &SidecarProcess,
+    limit: Duration,
+    done: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let url = format!("http://{}/readyz", sidecar.addr);
+    let deadline = Instant::now() + limit;
+    loop {
+        let response = reqwest::get(&url).await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if done(status, &body) || Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
