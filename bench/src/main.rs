@@ -7,6 +7,7 @@ mod jobs;
 mod load;
 mod processes;
 mod redis_modes;
+mod render_baseline;
 mod stats;
 mod suite;
 mod tasks;
@@ -105,6 +106,11 @@ enum What {
     /// side by side in alternating rounds: jobs/s, start_render and get_render_status latency,
     /// and on plain the Redis commands and bytes per job. Writes results/redis-modes.json.
     RedisModes(redis_modes::Counts),
+    /// The render pipeline vs the renderer it wraps: the same charts rendered in-process
+    /// (no Redis, no queue, no upload) and as jobs with as many workers, in alternating rounds;
+    /// plus a one-worker sidecar's peak RSS for the largest image. Writes
+    /// results/render-baseline.json.
+    RenderBaseline(render_baseline::Counts),
     /// Small chart jobs end to end: latency, sustained jobs/s, Redis commands per status call.
     Jobs {
         /// Jobs measured one at a time for latency.
@@ -115,6 +121,10 @@ enum What {
         throughput_jobs: usize,
     },
 }
+
+/// Where the generated part of bench/RESULTS.md ends: `all` keeps what follows it.
+const KEPT_SECTIONS_MARKER: &str =
+    "<!-- kept by `bench all`: sections below are not regenerated -->";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -144,11 +154,17 @@ async fn main() -> anyhow::Result<()> {
                 options.out.join("all.json"),
                 serde_json::to_string_pretty(&report)?,
             )?;
-            let markdown = suite::markdown(&report);
-            std::fs::write(
-                concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"),
-                &markdown,
-            )?;
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md");
+            let mut markdown = suite::markdown(&report);
+            // Sections written by hand or by the other subcommands (profiles, the render
+            // baseline) live below the marker and survive a rerun of `all`.
+            if let Ok(old) = std::fs::read_to_string(path)
+                && let Some(at) = old.find(KEPT_SECTIONS_MARKER)
+            {
+                markdown.push('\n');
+                markdown.push_str(&old[at..]);
+            }
+            std::fs::write(path, &markdown)?;
             println!("{markdown}");
         }
         What::RawServer { port } => load::serve_raw(port).await?,
@@ -201,6 +217,14 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&report)?,
             )?;
             println!("{}", redis_modes::markdown(&report));
+        }
+        What::RenderBaseline(counts) => {
+            let report = render_baseline::run(counts).await?;
+            std::fs::write(
+                options.out.join("render-baseline.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            println!("{}", render_baseline::markdown(&report));
         }
         What::Jobs {
             latency_jobs,

@@ -1,0 +1,333 @@
+//! The render pipeline against the renderer it wraps. The bare baseline renders and
+//! PNG-encodes the same specs in this process with the sidecar's own `Renderer` (same crates,
+//! same stages, no Redis, no queue, no upload) on one thread per core; the job path submits
+//! the same number of jobs to a release sidecar with as many render workers, over MCP, and
+//! takes the first job's `created_at` to the last one's `finished_at` from the job records.
+//! The two alternate, round by round, so drift on a shared machine hits both alike.
+//!
+//! The job path's figure is end to end on purpose: the MCP submissions, Redis and the
+//! artifact writes share the same cores as the workers, as they would in production.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use mcp_sidecar::render::{
+    Renderer, Work,
+    spec::{MAX_DIMENSION, MAX_PIXELS, RenderSpec, Stage},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    jobs::{call, connect, job_times, sidecar_env, small_chart},
+    processes::{Redis, Server, TempDir, release_dir},
+    stats::Spread,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Counts {
+    /// Alternating bare / job-path rounds (the median ratio is the verdict).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Small charts (the `jobs` benchmark's 320×200 bar chart) per round and way.
+    #[arg(long, default_value_t = 600)]
+    pub small_jobs: usize,
+    /// Large charts (1600×1000 line chart, 4 series × 500 points) per round and way.
+    #[arg(long, default_value_t = 60)]
+    pub large_jobs: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChartReport {
+    pub chart: &'static str,
+    pub jobs_per_round: usize,
+    pub bare_jobs_per_second: Vec<f64>,
+    pub job_path_jobs_per_second: Vec<f64>,
+    /// Job path ÷ bare, per round (each ratio from the same round).
+    pub ratio: Spread,
+    pub bare: Spread,
+    pub job_path: Spread,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenderBaselineReport {
+    /// Bare threads = sidecar render workers = cores.
+    pub workers: usize,
+    pub rounds: usize,
+    pub charts: Vec<ChartReport>,
+    /// The largest chart a spec may ask for (MAX_DIMENSION wide, MAX_PIXELS in all).
+    pub largest_image: String,
+    /// A one-worker sidecar's peak RSS (VmHWM) when idle and after one largest-image job.
+    pub one_worker_peak_rss_idle_kib: u64,
+    pub one_worker_peak_rss_after_largest_kib: u64,
+}
+
+/// A chart measured: its label, how to make its spec from a seed, jobs a round.
+type MeasuredChart = (&'static str, fn(usize) -> Value, usize);
+
+/// A line chart of `width`×`height`, 4 series × `points` points.
+#[allow(clippy::cast_precision_loss)]
+fn line_chart(seed: usize, width: u32, height: u32, points: usize) -> Value {
+    let series: Vec<Value> = (0..4)
+        .map(|s| {
+            let values: Vec<Value> = (0..points)
+                .map(|i| json!([i, ((i * 37 + s * 11 + seed) % 101) as f64 / 3.0]))
+                .collect();
+            json!({"name": format!("s{s}"), "points": values})
+        })
+        .collect();
+    json!({
+        "kind": "chart", "width": width, "height": height,
+        "chart": {"type": "line", "title": "bench large", "series": series}
+    })
+}
+
+fn large_chart(seed: usize) -> Value {
+    line_chart(seed, 1600, 1000, 500)
+}
+
+/// `count` specs made by `make`, rendered to PNG bytes on `threads` threads; jobs/s.
+#[allow(clippy::cast_precision_loss)]
+fn bare(
+    renderer: &Arc<Renderer>,
+    make: fn(usize) -> Value,
+    count: usize,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    // The specs are built before the clock starts, as the job path's are by its clients.
+    let specs: Arc<Vec<Value>> = Arc::new((0..count).map(make).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (renderer, specs, next) = (renderer.clone(), specs.clone(), next.clone());
+            std::thread::spawn(move || -> anyhow::Result<usize> {
+                let mut bytes = 0;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(value) = specs.get(index) else {
+                        return Ok(bytes);
+                    };
+                    // As the worker does: a spec from JSON, then every CPU stage in order.
+                    let spec = RenderSpec::from_json(value.clone())?;
+                    let stages = spec.stages();
+                    let mut work = Work::Spec(spec);
+                    for stage in stages.iter().filter(|s| **s != Stage::Uploading) {
+                        work = renderer.advance(*stage, work)?;
+                    }
+                    let Work::Output(png) = work else {
+                        bail!("the pipeline did not end in output");
+                    };
+                    bytes += png.len();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        let bytes = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("render thread panicked"))??;
+        std::hint::black_box(bytes);
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Submits `count` jobs from 8 clients at once, waits for all; jobs/s from the job records.
+#[allow(clippy::cast_precision_loss)]
+async fn job_path(
+    sidecar: &Server,
+    redis: &Redis,
+    prefix: &str,
+    make: fn(usize) -> Value,
+    count: usize,
+    seed: usize,
+) -> anyhow::Result<f64> {
+    let mut submitters = tokio::task::JoinSet::new();
+    let per_client = count.div_ceil(8);
+    for client_index in 0..8 {
+        let client = connect(sidecar).await?;
+        let specs: Vec<Value> = (0..per_client)
+            .map(|i| make(seed + client_index * per_client + i))
+            .take(count.saturating_sub(client_index * per_client))
+            .collect();
+        submitters.spawn(async move {
+            let mut ids = vec![];
+            for spec in specs {
+                let job = call(&client, "start_render", json!({"spec": spec})).await?;
+                ids.push(job["job_id"].as_str().context("job_id")?.to_owned());
+            }
+            anyhow::Ok(ids)
+        });
+    }
+    let mut ids = vec![];
+    while let Some(joined) = submitters.join_next().await {
+        ids.extend(joined??);
+    }
+    wait_all(sidecar, &ids).await?;
+    let mut connection = redis.connection()?;
+    let (mut first_created, mut last_finished) = (u64::MAX, 0);
+    for id in &ids {
+        let (created, finished) = job_times(&mut connection, prefix, id)?;
+        first_created = first_created.min(created);
+        last_finished = last_finished.max(finished);
+    }
+    Ok(ids.len() as f64 / ((last_finished.saturating_sub(first_created)).max(1) as f64 / 1000.0))
+}
+
+async fn wait_all(sidecar: &Server, ids: &[String]) -> anyhow::Result<()> {
+    let client = connect(sidecar).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for id in ids {
+        loop {
+            let status = call(&client, "get_render_status", json!({"job_id": id})).await?;
+            match status["state"].as_str() {
+                Some("succeeded") => break,
+                Some("failed" | "cancelled") => bail!("job ended without a result: {status}"),
+                _ if Instant::now() > deadline => bail!("jobs did not finish within 300 s"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::cast_precision_loss)]
+pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let renderer = Arc::new(Renderer::new());
+    let redis = Redis::start()?;
+    let artifacts = TempDir::new("render-baseline")?;
+    let prefix = "bench:";
+    let binary = release_dir().join("mcp-sidecar");
+    let sidecar = Server::start(
+        &binary,
+        &sidecar_env(redis.url(), &artifacts, prefix, workers),
+    )?;
+
+    let kinds: [MeasuredChart; 2] = [
+        ("small 320×200 bar", small_chart, counts.small_jobs),
+        (
+            "large 1600×1000 line, 4×500 points",
+            large_chart,
+            counts.large_jobs,
+        ),
+    ];
+    // Warm both ways (page cache, connections, allocator) before anything is measured.
+    for (_, make, _) in kinds {
+        let r = renderer.clone();
+        tokio::task::spawn_blocking(move || bare(&r, make, 8, workers)).await??;
+        job_path(&sidecar, &redis, prefix, make, 8, 1_000_000).await?;
+    }
+
+    let mut charts = vec![];
+    for (chart, make, count) in kinds {
+        let (mut bare_rates, mut job_rates) = (vec![], vec![]);
+        for round in 0..counts.rounds {
+            // Alternate which way goes first, so neither always follows the other.
+            let bare_first = round % 2 == 0;
+            let mut bare_rate = 0.0;
+            let mut job_rate = 0.0;
+            for way in 0..2 {
+                if (way == 0) == bare_first {
+                    let r = renderer.clone();
+                    bare_rate = tokio::task::spawn_blocking(move || bare(&r, make, count, workers))
+                        .await??;
+                } else {
+                    job_rate =
+                        job_path(&sidecar, &redis, prefix, make, count, round * 100_000).await?;
+                }
+            }
+            eprintln!(
+                "{chart} round {round}: bare {bare_rate:.1}/s, job path {job_rate:.1}/s ({:.1}%)",
+                100.0 * job_rate / bare_rate
+            );
+            bare_rates.push(bare_rate);
+            job_rates.push(job_rate);
+        }
+        let ratios: Vec<f64> = job_rates
+            .iter()
+            .zip(&bare_rates)
+            .map(|(job, bare)| job / bare)
+            .collect();
+        charts.push(ChartReport {
+            chart,
+            jobs_per_round: count,
+            ratio: Spread::of(&ratios),
+            bare: Spread::of(&bare_rates),
+            job_path: Spread::of(&job_rates),
+            bare_jobs_per_second: bare_rates,
+            job_path_jobs_per_second: job_rates,
+        });
+    }
+    drop(sidecar);
+
+    // Peak memory of one worker drawing the largest image a spec may ask for.
+    let height = u32::try_from(MAX_PIXELS / u64::from(MAX_DIMENSION))?.min(MAX_DIMENSION);
+    let one = Server::start(&binary, &sidecar_env(redis.url(), &artifacts, prefix, 1))?;
+    let client = connect(&one).await?;
+    // One small job first, so the idle figure includes a worker that has run once.
+    let warm = call(&client, "start_render", json!({"spec": small_chart(1)})).await?;
+    wait_all(
+        &one,
+        &[warm["job_id"].as_str().context("job_id")?.to_owned()],
+    )
+    .await?;
+    let (_, idle_peak) = one.memory_kib()?;
+    let largest = line_chart(7, MAX_DIMENSION, height, 500);
+    let job = call(&client, "start_render", json!({"spec": largest})).await?;
+    wait_all(
+        &one,
+        &[job["job_id"].as_str().context("job_id")?.to_owned()],
+    )
+    .await?;
+    let (_, largest_peak) = one.memory_kib()?;
+
+    Ok(RenderBaselineReport {
+        workers,
+        rounds: counts.rounds,
+        charts,
+        largest_image: format!("{MAX_DIMENSION}×{height} line chart, 4×500 points, PNG"),
+        one_worker_peak_rss_idle_kib: idle_peak,
+        one_worker_peak_rss_after_largest_kib: largest_peak,
+    })
+}
+
+#[allow(clippy::cast_precision_loss)]
+pub fn markdown(report: &RenderBaselineReport) -> String {
+    let mut out = format!(
+        "| chart ({} workers = bare threads, {} alternating rounds) | bare jobs/s min / median / max | job path jobs/s min / median / max | job path ÷ bare min / median / max |\n|---|---|---|---|\n",
+        report.workers, report.rounds
+    );
+    for chart in &report.charts {
+        out += &format!(
+            "| {} ({} jobs a round) | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1}% / **{:.1}%** / {:.1}% |\n",
+            chart.chart,
+            chart.jobs_per_round,
+            chart.bare.min,
+            chart.bare.median,
+            chart.bare.max,
+            chart.job_path.min,
+            chart.job_path.median,
+            chart.job_path.max,
+            100.0 * chart.ratio.min,
+            100.0 * chart.ratio.median,
+            100.0 * chart.ratio.max,
+        );
+    }
+    out += &format!(
+        "\nPeak RSS of a one-worker sidecar: {:.1} MiB idle (after one small job), {:.1} MiB after one {} ({:+.1} MiB).\n",
+        report.one_worker_peak_rss_idle_kib as f64 / 1024.0,
+        report.one_worker_peak_rss_after_largest_kib as f64 / 1024.0,
+        report.largest_image,
+        (report.one_worker_peak_rss_after_largest_kib as f64
+            - report.one_worker_peak_rss_idle_kib as f64)
+            / 1024.0,
+    );
+    out
+}
