@@ -100,7 +100,9 @@ pub async fn run(turns: usize) -> anyhow::Result<ChatOverheadReport> {
     let model = Router::new().route(
         "/chat/completions",
         post(move || {
-            *counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+            *counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
             std::future::ready(reply())
         }),
     );
@@ -170,7 +172,9 @@ pub async fn run(turns: usize) -> anyhow::Result<ChatOverheadReport> {
             whole.push(turn);
         }
     }
-    let model_requests = *requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let model_requests = *requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if model_requests != 2 * (turns + warmup) {
         bail!("the model got {model_requests} requests, expected one per turn of each kind");
     }

@@ -272,8 +272,7 @@ impl Config {
             return Err("JOB_LEASE must be at least 300ms".into());
         }
         if self.redis_auth_mode == AuthMode::Iam
-            && (self.redis_password.is_some()
-                || url_has_password(self.redis_url.expose()))
+            && (self.redis_password.is_some() || url_has_password(self.redis_url.expose()))
         {
             return Err(
                 "REDIS_AUTH_MODE=iam takes the password from the service's identity (an IAM \

@@ -162,7 +162,9 @@ impl Redis {
             AuthMode::Iam => Some(IamTokens::from_environment()?),
         };
         let target = match settings.mode {
-            RedisMode::Standalone => Target::Standalone(Box::new(standalone_client(info, root_cert)?)),
+            RedisMode::Standalone => {
+                Target::Standalone(Box::new(standalone_client(info, root_cert)?))
+            }
             RedisMode::Cluster => Target::Cluster(Box::new(ClusterClients {
                 commands: cluster_client(&info, root_cert.clone(), iam.as_ref(), false)?,
                 pushes: cluster_client(&info, root_cert, iam.as_ref(), true)?,
@@ -213,17 +215,14 @@ impl Redis {
                     // the token current now, and a new one is made after any disconnect.
                     Some(iam) => {
                         let token = iam.current().await?;
-                        let info = client
-                            .get_connection_info()
-                            .clone()
-                            .set_redis_settings(
-                                client
-                                    .get_connection_info()
-                                    .redis_settings()
-                                    .clone()
-                                    .set_username(IAM_USER)
-                                    .set_password(token.password()),
-                            );
+                        let info = client.get_connection_info().clone().set_redis_settings(
+                            client
+                                .get_connection_info()
+                                .redis_settings()
+                                .clone()
+                                .set_username(IAM_USER)
+                                .set_password(token.password()),
+                        );
                         Client::open(info)?
                     }
                     None => (**client).clone(),
@@ -283,22 +282,22 @@ impl Subscription {
                     return Some(Delivered::Message(payload));
                 }
             },
-            Self::Cluster { pushes, .. } => loop {
-                let push = pushes.recv().await?;
-                match push.kind {
-                    redis::PushKind::Message => {
-                        if let Some(payload) = push
-                            .data
-                            .get(1)
-                            .and_then(|value| redis::from_redis_value::<String>(value.clone()).ok())
-                        {
-                            return Some(Delivered::Message(payload));
+            Self::Cluster { pushes, .. } => {
+                loop {
+                    let push = pushes.recv().await?;
+                    match push.kind {
+                        redis::PushKind::Message => {
+                            if let Some(payload) = push.data.get(1).and_then(|value| {
+                                redis::from_redis_value::<String>(value.clone()).ok()
+                            }) {
+                                return Some(Delivered::Message(payload));
+                            }
                         }
+                        redis::PushKind::Subscribe => return Some(Delivered::Resubscribed),
+                        _ => {}
                     }
-                    redis::PushKind::Subscribe => return Some(Delivered::Resubscribed),
-                    _ => {}
                 }
-            },
+            }
         }
     }
 }

@@ -61,9 +61,7 @@ impl super::ToolFailure for RenderToolError {
                 StoreError::Unavailable(_)
                 | StoreError::QueueFull(_)
                 | StoreError::NotReplicated { .. },
-            ) => {
-                ErrorCode::Unavailable
-            }
+            ) => ErrorCode::Unavailable,
             Self::Store(StoreError::Corrupt(_)) | Self::Url(_) => ErrorCode::Internal,
         }
     }
