@@ -187,16 +187,6 @@ pub struct ToolProgress {
 }
 
 impl ToolProgress {
-    /// Progress that goes nowhere (a chat that is not streamed).
-    #[must_use]
-    pub fn ignored() -> Self {
-        Self {
-            events: None,
-            id: String::new(),
-            name: String::new(),
-        }
-    }
-
     pub fn report(&self, message: &str) {
         if let Some(events) = &self.events {
             // A closed receiver means nobody is listening any more: nothing to do.
