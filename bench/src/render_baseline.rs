@@ -38,6 +38,10 @@ pub struct Counts {
     /// Small charts (the `jobs` benchmark's 320×200 bar chart) per round and way.
     #[arg(long, default_value_t = 600)]
     pub small_jobs: usize,
+    /// Standard charts (a line chart at the spec's default 800×600, 4 series × 50 points) per
+    /// round and way: the verdict's chart.
+    #[arg(long, default_value_t = 300)]
+    pub standard_jobs: usize,
     /// Large charts (1600×1000 line chart, 4 series × 500 points) per round and way.
     #[arg(long, default_value_t = 60)]
     pub large_jobs: usize,
@@ -84,8 +88,13 @@ fn line_chart(seed: usize, width: u32, height: u32, points: usize) -> Value {
         .collect();
     json!({
         "kind": "chart", "width": width, "height": height,
-        "chart": {"type": "line", "title": "bench large", "series": series}
+        "chart": {"type": "line", "title": "bench line", "series": series}
     })
+}
+
+/// What a chart request looks like when it names no size: the spec's default 800×600.
+fn standard_chart(seed: usize) -> Value {
+    line_chart(seed, 800, 600, 50)
 }
 
 fn large_chart(seed: usize) -> Value {
@@ -210,8 +219,13 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
         &sidecar_env(redis.url(), &artifacts, prefix, workers),
     )?;
 
-    let kinds: [MeasuredChart; 2] = [
+    let kinds: [MeasuredChart; 3] = [
         ("small 320×200 bar", small_chart, counts.small_jobs),
+        (
+            "standard 800×600 line, 4×50 points",
+            standard_chart,
+            counts.standard_jobs,
+        ),
         (
             "large 1600×1000 line, 4×500 points",
             large_chart,

@@ -7,7 +7,10 @@
 //!
 //!   the three flows take turns, round by round, so the machine's noise falls on all alike;
 //! - `tasks/get` calls per second (one client, sequential; and 8 clients at once) and the
-//!   Redis commands each call costs.
+//!   Redis commands each call costs;
+//! - `tasks/get` against `get_render_status` on the same queued job (a sidecar without
+//!   workers, so it stays queued), one client, sequential, in alternating rounds: what the
+//!   task form costs over the job tool for the same status read.
 //!
 //! The requests are raw HTTP in the 2026-07-28 dialect (stateless, `_meta` per request), as
 //! the clients that speak tasks today send them.
@@ -21,7 +24,7 @@ use serde_json::{Value, json};
 use crate::{
     jobs::{command_deltas, command_stats, sidecar_env, small_chart},
     processes::{Redis, Server, TempDir, release_dir},
-    stats::Latency,
+    stats::{Latency, Spread},
 };
 
 /// The poll interval of both polling flows, so that they differ only in what they poll.
@@ -48,6 +51,74 @@ pub struct TasksReport {
     /// Redis commands per tasks/get of a completed task, by command.
     pub redis_commands_per_tasks_get: f64,
     pub redis_commands_seen: Vec<(String, u64)>,
+    /// Same job, one client, sequential, alternating rounds: per round, calls/s of each.
+    pub status_reads: StatusReads,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReads {
+    pub calls_per_round: u64,
+    pub tasks_get_per_second: Vec<f64>,
+    pub get_render_status_per_second: Vec<f64>,
+    /// tasks/get calls/s ÷ get_render_status calls/s, per round.
+    pub ratio: Spread,
+    pub tasks_get_p50_ms: f64,
+    pub get_render_status_p50_ms: f64,
+}
+
+/// `calls` sequential reads of a queued job's status each way, alternating which goes first.
+#[allow(clippy::cast_precision_loss)]
+async fn status_reads(
+    mcp: &Mcp,
+    job_id: &str,
+    calls: u64,
+    rounds: usize,
+) -> anyhow::Result<StatusReads> {
+    let (mut task_rates, mut tool_rates) = (vec![], vec![]);
+    let (mut task_times, mut tool_times) = (vec![], vec![]);
+    for round in 0..rounds {
+        for way in 0..2 {
+            let task_way = (way == 0) == (round % 2 == 0);
+            let started = Instant::now();
+            for _ in 0..calls {
+                let call = Instant::now();
+                if task_way {
+                    let task = mcp.get_task(job_id).await?;
+                    if task["status"] != "working" {
+                        bail!("the queued task is not working: {task}");
+                    }
+                    task_times.push(call.elapsed());
+                } else {
+                    let status = mcp
+                        .tool("get_render_status", json!({"job_id": job_id}))
+                        .await?;
+                    if status["structuredContent"]["state"] != "queued" {
+                        bail!("the job is not queued: {status}");
+                    }
+                    tool_times.push(call.elapsed());
+                }
+            }
+            let rate = calls as f64 / started.elapsed().as_secs_f64();
+            if task_way {
+                task_rates.push(rate);
+            } else {
+                tool_rates.push(rate);
+            }
+        }
+    }
+    let ratios: Vec<f64> = task_rates
+        .iter()
+        .zip(&tool_rates)
+        .map(|(task, tool)| task / tool)
+        .collect();
+    Ok(StatusReads {
+        calls_per_round: calls,
+        ratio: Spread::of(&ratios),
+        tasks_get_p50_ms: Latency::of(task_times).p50_ms,
+        get_render_status_p50_ms: Latency::of(tool_times).p50_ms,
+        tasks_get_per_second: task_rates,
+        get_render_status_per_second: tool_rates,
+    })
 }
 
 /// A client of the sidecar's `/mcp` in the 2026-07-28 stateless dialect.
@@ -288,6 +359,10 @@ pub async fn run(rounds: usize, get_calls: u64) -> anyhow::Result<TasksReport> {
     }
     let concurrent = started.elapsed();
 
+    // A job nobody runs (this sidecar has no workers): read as a task and as a job.
+    let queued = mcp.create_task(1).await?;
+    let status_reads = status_reads(&mcp, &queued, get_calls / 2, 5).await?;
+
     #[allow(clippy::cast_precision_loss)]
     Ok(TasksReport {
         rounds,
@@ -305,5 +380,6 @@ pub async fn run(rounds: usize, get_calls: u64) -> anyhow::Result<TasksReport> {
             / concurrent.as_secs_f64(),
         redis_commands_per_tasks_get: total as f64 / get_calls as f64,
         redis_commands_seen: seen,
+        status_reads,
     })
 }

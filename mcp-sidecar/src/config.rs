@@ -118,8 +118,9 @@ pub struct Config {
     #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_wait_timeout: Duration,
 
-    /// Render workers in this sidecar, each running one job at a time (default: the number of
-    /// CPUs). 0 runs none: the sidecar then only accepts and reports jobs.
+    /// Render workers in this sidecar: how many jobs draw at once (default: the number of
+    /// CPUs). Each also holds one more job claimed, whose Redis round trips and upload overlap
+    /// the drawing. 0 runs none: the sidecar then only accepts and reports jobs.
     #[arg(long, env = "RENDER_WORKERS")]
     pub render_workers: Option<usize>,
 

@@ -179,7 +179,7 @@ impl App {
             drain: config.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN),
         };
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        let workers = (0..worker_count)
+        let workers = (0..worker_count * jobs::worker::LOOPS_PER_PERMIT)
             .map(|index| {
                 RenderWorker::new(
                     format!("{}-{index}", &instance[..12]),
@@ -208,7 +208,7 @@ impl App {
     /// in-flight requests and jobs finish (jobs are handed back to the queue if they cannot)
     /// for up to the configured grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let worker_count = self.workers.len();
+        let worker_count = self.workers.len() / jobs::worker::LOOPS_PER_PERMIT;
         let mut workers = tokio::task::JoinSet::new();
         for worker in self.workers {
             workers.spawn(worker.run());

@@ -3,11 +3,14 @@
 //! One step is exposed, [`RenderWorker::try_run_one`], so tests can drive a worker without
 //! sleeping; [`RenderWorker::run`] is the trivial loop around it.
 //!
-//! While a job runs, the worker renews its lease every lease/3 (and at each stage, together
-//! with the progress report). If a renewal says the job was cancelled or taken over, the worker
-//! stops working on it. CPU stages run on blocking threads; a semaphore with one permit per
-//! configured worker bounds how many run at once, and a permit is released only when its
-//! thread ends, even if the job stopped waiting for it (render time-out, cancellation).
+//! While a job runs, the worker renews its lease every lease/3, and at each stage together
+//! with the progress report; the reports go out alongside the work, in stage order, and the
+//! job's end waits for them. If a renewal says the job was cancelled or taken over, the worker
+//! stops working on it. A job's CPU stages run one after another on one blocking thread; a
+//! semaphore with one permit per configured render worker bounds how many run at once, and a
+//! permit is released only when its thread ends, even if the job stopped waiting for it
+//! (render time-out, cancellation). Each permit is shared by [`LOOPS_PER_PERMIT`] worker
+//! loops, so one job's Redis round trips and upload overlap another's drawing.
 //!
 //! On shutdown a worker takes no new job and gives the one in hand until `drain` to finish;
 //! after that it hands the job back to the queue for another worker.
@@ -57,7 +60,7 @@ fn job_span(job: &ClaimedJob, worker: &str, reclaimed: bool) -> tracing::Span {
 
 /// The span of one pipeline stage: `render.chart`, `render.parse`, `render.rasterize`,
 /// `render.encode` or `artifact.upload` (with `gcs.upload` inside for the gcs store).
-fn stage_span(stage: Stage) -> tracing::Span {
+fn stage_span(stage: Stage, job: &tracing::Span) -> tracing::Span {
     let name = match stage {
         Stage::Charting => "render.chart",
         Stage::Parsing => "render.parse",
@@ -66,14 +69,22 @@ fn stage_span(stage: Stage) -> tracing::Span {
         Stage::Uploading => "artifact.upload",
     };
     tracing::info_span!(
+        parent: job,
         "render.stage",
         otel.name = name,
         otel.status_code = tracing::field::Empty
     )
 }
 
+/// Worker loops per render permit (`RENDER_WORKERS`): while one job draws, the next is
+/// claimed and the previous one uploaded and recorded, so the permits are rarely idle.
+pub const LOOPS_PER_PERMIT: usize = 2;
+
 /// How long a worker waits on an empty queue before checking for stale jobs again.
 const POLL: Duration = Duration::from_secs(2);
+/// How often a busy worker looks for stale entries (an idle one looks after every `POLL`):
+/// not before every job, which would cost each job a round trip to find nothing.
+const STALE_CHECK: Duration = Duration::from_secs(1);
 
 /// Everything the workers of one sidecar share.
 #[derive(Clone)]
@@ -116,6 +127,8 @@ pub struct RenderWorker {
     name: String,
     context: WorkerContext,
     connection: super::connection::Connection,
+    /// When to look for stale entries again.
+    next_stale_check: Instant,
     shutdown: CancellationToken,
 }
 
@@ -148,6 +161,8 @@ enum Stop {
     Cancelled,
     Superseded,
     StoreDown(String),
+    /// Shutdown came before the job started drawing: it goes back to the queue at once.
+    HandBack,
 }
 
 impl From<StoreError> for Stop {
@@ -167,6 +182,7 @@ impl RenderWorker {
             name,
             context,
             connection,
+            next_stale_check: Instant::now(),
             shutdown,
         })
     }
@@ -197,19 +213,34 @@ impl RenderWorker {
         }
     }
 
-    /// Takes one job (a stale one first, else a new one, waiting up to `block`) and runs it.
+    /// Takes one job and runs it: a stale one if there is one (looked for at most every
+    /// `STALE_CHECK` while busy, and first thing after an idle step), else a new one, waiting
+    /// up to `block`.
     pub async fn try_run_one(&mut self, block: Duration) -> Result<Outcome, StoreError> {
         let store = self.context.store.clone();
+        let check_stale = Instant::now() >= self.next_stale_check;
         let delivered = tokio::select! {
             delivered = async {
-                match store.reclaim_stale(&mut self.connection, &self.name).await? {
+                let stale = if check_stale {
+                    store.reclaim_stale(&mut self.connection, &self.name).await?
+                } else {
+                    None
+                };
+                match stale {
                     Some(entry) => Ok::<_, StoreError>(Some((entry, true))),
-                    None => Ok(store.read_new(&mut self.connection, &self.name, block).await?.map(|entry| (entry, false))),
+                    None => {
+                        if check_stale {
+                            self.next_stale_check = Instant::now() + STALE_CHECK;
+                        }
+                        Ok(store.read_new(&mut self.connection, &self.name, block).await?.map(|entry| (entry, false)))
+                    }
                 }
             } => delivered?,
             () = self.shutdown.cancelled() => return Ok(Outcome::Idle),
         };
         let Some((entry, reclaimed)) = delivered else {
+            // Idle: look for stale entries first thing next time.
+            self.next_stale_check = Instant::now();
             return Ok(Outcome::Idle);
         };
         if reclaimed {
@@ -250,17 +281,16 @@ impl RenderWorker {
             () = async move {
                 shutdown.cancelled().await;
                 tokio::time::sleep(drain).await;
-            } => {
-                return match self.context.store.requeue(&job).await {
-                    Ok(_) => {
-                        tracing::info!("shutting down: render job handed back to the queue");
-                        Outcome::HandedBack
-                    }
-                    Err(error) => Outcome::Interrupted(error.to_string()),
-                };
-            }
+            } => Err(Stop::HandBack),
         };
         match outcome {
+            Err(Stop::HandBack) => match self.context.store.requeue(&job).await {
+                Ok(_) => {
+                    tracing::info!("shutting down: render job handed back to the queue");
+                    Outcome::HandedBack
+                }
+                Err(error) => Outcome::Interrupted(error.to_string()),
+            },
             Ok(Rendered {
                 artifact,
                 total_stages: total,
@@ -305,7 +335,10 @@ impl RenderWorker {
         }
     }
 
-    /// Runs every stage, reporting progress before each and renewing the lease meanwhile.
+    /// Runs every stage: the CPU stages one after another on one blocking thread, then the
+    /// upload. Each stage's start is reported (with a lease renewal) in stage order, alongside
+    /// the work rather than before it: a stage does not wait for the round trip that reports
+    /// it, and the job's end waits for every report. The lease is also renewed every lease/3.
     async fn run_pipeline(&self, job: &ClaimedJob) -> Result<Rendered, Stop> {
         let value: serde_json::Value = serde_json::from_str(&job.spec_json).map_err(|error| {
             Stop::Failed(
@@ -317,96 +350,123 @@ impl RenderWorker {
             .map_err(|error| Stop::Failed(Failure::Render, error.to_string()))?;
         let stages = spec.stages();
         let total = stages.len();
+        let Some((Stage::Uploading, cpu_stages)) = stages.split_last() else {
+            return Err(Stop::Failed(
+                Failure::Internal,
+                "internal error: the pipeline does not end in an upload".into(),
+            ));
+        };
         let output = spec.output();
-        let deadline = tokio::time::Instant::now() + self.context.render_timeout;
-        let mut work = Work::Spec(spec);
 
-        for (index, stage) in stages.iter().enumerate() {
-            let message = format!("[{}/{total}] {}", index + 1, stage.name());
-            let progress = Progress {
-                stage: u32::try_from(index + 1).unwrap_or(u32::MAX),
-                message: &message,
+        let (started, mut reports) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let reporting = async {
+            while let Some(index) = reports.recv().await {
+                let message = format!("[{}/{total}] {}", index + 1, stages[index].name());
+                let progress = Progress {
+                    stage: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                    message: &message,
+                };
+                self.check(
+                    self.context
+                        .store
+                        .renew(job, &self.name, Some(progress))
+                        .await?,
+                )?;
+            }
+            Ok::<(), Stop>(())
+        };
+        let working = async {
+            let deadline = tokio::time::Instant::now() + self.context.render_timeout;
+            let cpu = self.render(spec, cpu_stages, started.clone());
+            let (bytes, sha256) = tokio::time::timeout_at(deadline, cpu)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Stop::Failed(
+                        Failure::Render,
+                        format!(
+                            "rendering took longer than {:?}",
+                            self.context.render_timeout
+                        ),
+                    ))
+                })?;
+
+            // The upload, the last stage; then nothing more is reported.
+            let _ = started.send(total - 1);
+            drop(started);
+            let bytes = bytes::Bytes::from(bytes);
+            let artifact = ArtifactRecord {
+                key: self.context.artifacts.key(&job.id, output),
+                content_type: output.content_type().to_owned(),
+                bytes: bytes.len() as u64,
+                sha256,
             };
-            self.check(
-                self.context
-                    .store
-                    .renew(job, &self.name, Some(progress))
-                    .await?,
-            )?;
-
-            if *stage == Stage::Uploading {
-                let Work::Output(bytes) = work else {
-                    return Err(Stop::Failed(
-                        Failure::Internal,
-                        "internal error: nothing to upload".into(),
-                    ));
-                };
-                let bytes = bytes::Bytes::from(bytes);
-                let artifact = ArtifactRecord {
-                    key: self.context.artifacts.key(&job.id, output),
-                    content_type: output.content_type().to_owned(),
-                    bytes: bytes.len() as u64,
-                    sha256: sha256_hex(&bytes),
-                };
-                let upload = self
-                    .context
-                    .artifacts
-                    .put(&job.id, output, bytes)
-                    .instrument(stage_span(*stage));
-                self.while_renewing(job, upload).await?.map_err(|error| {
+            self.context
+                .artifacts
+                .put(&job.id, output, bytes)
+                .instrument(stage_span(Stage::Uploading, &tracing::Span::current()))
+                .await
+                .map_err(|error| {
                     Stop::Failed(Failure::Internal, format!("upload failed: {error}"))
                 })?;
-                return Ok(Rendered {
-                    artifact,
-                    total_stages: total,
-                });
-            }
+            Ok::<_, Stop>(Rendered {
+                artifact,
+                total_stages: total,
+            })
+        };
+        self.while_renewing(job, async {
+            // Boxed: both are deeply nested; unboxed, the compiler gives up on their layout.
+            tokio::try_join!(Box::pin(working), Box::pin(reporting)).map(|(rendered, ())| rendered)
+        })
+        .await?
+    }
 
-            let renderer = self.context.renderer.clone();
-            let permits = self.context.render_permits.clone();
-            let stage = *stage;
-            let span = stage_span(stage);
-            let cpu = async move {
-                let permit = permits
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| (Failure::Internal, "render pool closed".to_owned()))?;
-                tokio::task::spawn_blocking(move || {
-                    let _in_stage = span.enter();
-                    let result = renderer.advance(stage, work);
-                    if let Err(error) = &result {
-                        span.record("otel.status_code", "ERROR");
-                        tracing::info!(%error, "render stage failed");
-                    }
-                    drop(permit);
-                    result
-                })
-                .await
-                .map_err(|error| (Failure::Internal, format!("render thread failed: {error}")))?
-                .map_err(|error| (Failure::Render, error.to_string()))
+    /// Runs `stages` in order on one blocking thread, holding one render permit until the
+    /// thread ends (even if the job stops waiting for it), and digests the output there too.
+    /// Each stage's index goes to `started` as it begins; once nobody receives them (the job
+    /// was cancelled, superseded or timed out), the thread stops before the next stage.
+    async fn render(
+        &self,
+        spec: RenderSpec,
+        stages: &[Stage],
+        started: tokio::sync::mpsc::UnboundedSender<usize>,
+    ) -> Result<(Vec<u8>, String), Stop> {
+        let renderer = self.context.renderer.clone();
+        let stages = stages.to_vec();
+        let job_span = tracing::Span::current();
+        // A job still waiting for a permit at shutdown goes back to the queue rather than
+        // start drawing in the drain time, which is for the jobs already drawing.
+        let permit = tokio::select! {
+            permit = self.context.render_permits.clone().acquire_owned() => permit
+                .map_err(|_| Stop::Failed(Failure::Internal, "render pool closed".to_owned()))?,
+            () = self.shutdown.cancelled() => return Err(Stop::HandBack),
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut work = Work::Spec(spec);
+            for (index, stage) in stages.into_iter().enumerate() {
+                if started.send(index).is_err() {
+                    return Err((Failure::Internal, "the job stopped waiting".to_owned()));
+                }
+                let span = stage_span(stage, &job_span);
+                let _in_stage = span.enter();
+                work = renderer.advance(stage, work).map_err(|error| {
+                    span.record("otel.status_code", "ERROR");
+                    tracing::info!(%error, "render stage failed");
+                    (Failure::Render, error.to_string())
+                })?;
+            }
+            let Work::Output(bytes) = work else {
+                return Err((
+                    Failure::Internal,
+                    "internal error: nothing to upload".to_owned(),
+                ));
             };
-            let timed = async {
-                tokio::time::timeout_at(deadline, cpu)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err((
-                            Failure::Render,
-                            format!(
-                                "rendering took longer than {:?}",
-                                self.context.render_timeout
-                            ),
-                        ))
-                    })
-            };
-            work = self
-                .while_renewing(job, timed)
-                .await?
-                .map_err(|(failure, error)| Stop::Failed(failure, error))?;
-        }
-        Err(Stop::Failed(
-            Failure::Internal,
-            "internal error: the pipeline has no upload stage".into(),
-        ))
+            let sha256 = sha256_hex(&bytes);
+            Ok((bytes, sha256))
+        })
+        .await
+        .map_err(|error| Stop::Failed(Failure::Internal, format!("render thread failed: {error}")))?
+        .map_err(|(failure, error)| Stop::Failed(failure, error))
     }
 
     /// Awaits `work` while renewing the lease every lease/3; stops early if the job was
