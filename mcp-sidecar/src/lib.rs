@@ -33,7 +33,7 @@ use crate::{
         local::LocalStore,
     },
     config::{ArtifactStoreKind, Config, Role, SessionMode},
-    http::{HttpState, InFlight, McpService},
+    http::{FastPath, HttpState, InFlight, McpService},
     jobs::{
         connection::{Redis, RedisSettings},
         events::TaskEvents,
@@ -401,18 +401,22 @@ fn mcp_service(config: &Config, shared: Arc<Shared>, shutdown: CancellationToken
         // must name an allowed host; an absent one (non-browser clients) passes.
         .with_allowed_origins(config.allowed_origins())
         .enforce_origin_validation()
-        .with_cancellation_token(shutdown)
+        .with_cancellation_token(shutdown.clone())
         // Our edge already enforces the limit; this only keeps rmcp from disagreeing.
         .with_max_request_body_bytes(config.max_body_bytes);
+    let handler = McpServer::new(shared.clone());
     let factory = move || Ok(McpServer::new(shared.clone()));
     match config.session_mode {
-        SessionMode::Stateless => McpService::Stateless(StreamableHttpService::new(
-            factory,
-            Arc::new(NeverSessionManager::default()),
-            base.with_legacy_session_mode(false)
-                .with_json_response(true)
-                .with_sse_keep_alive(None),
-        )),
+        SessionMode::Stateless => McpService::Stateless(
+            StreamableHttpService::new(
+                factory,
+                Arc::new(NeverSessionManager::default()),
+                base.with_legacy_session_mode(false)
+                    .with_json_response(true)
+                    .with_sse_keep_alive(None),
+            ),
+            Arc::new(FastPath::new(handler, &config.allowed_hosts(), shutdown)),
+        ),
         SessionMode::Stateful => McpService::Stateful(StreamableHttpService::new(
             factory,
             Arc::new(LocalSessionManager::default()),

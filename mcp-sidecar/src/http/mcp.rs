@@ -7,6 +7,8 @@
 //!   415; a JSON-RPC client expects `-32700 Parse error` / `-32600 Invalid Request`, so we keep
 //!   the bytes we already buffered and rewrite that one response;
 //! - a session DELETE answered 204 rather than rmcp's 202;
+//! - in stateless mode, a fast path for plain requests (`fast`): the same handler and model
+//!   types, without rmcp's per-request service;
 //! - bookkeeping for shutdown: requests in progress are counted ([`InFlight`]), and a session's
 //!   GET stream ends at SIGTERM.
 
@@ -36,21 +38,26 @@ use super::{
     HttpState,
     auth::{bearer_token_matches, unauthorized},
     envelope::EnvelopeScanner,
+    fast::FastPath,
     oversized::oversized_answer,
 };
 use crate::server::McpServer;
 
-/// The rmcp service in either session mode, behind one type.
+/// The rmcp service in either session mode, behind one type; stateless mode with the fast
+/// path that answers its plain requests without rmcp's per-request service (`fast`).
 #[derive(Clone)]
 pub enum McpService {
-    Stateless(StreamableHttpService<McpServer, NeverSessionManager>),
+    Stateless(
+        StreamableHttpService<McpServer, NeverSessionManager>,
+        Arc<FastPath>,
+    ),
     Stateful(StreamableHttpService<McpServer, LocalSessionManager>),
 }
 
 impl McpService {
     pub(super) async fn handle(&self, request: http::Request<Full<Bytes>>) -> Response {
         match self {
-            Self::Stateless(service) => service.handle(request).await.map(Body::new),
+            Self::Stateless(service, _) => service.handle(request).await.map(Body::new),
             Self::Stateful(service) => service.handle(request).await.map(Body::new),
         }
     }
@@ -146,6 +153,12 @@ pub(super) async fn mcp_endpoint(
             name_the_task(&mut parts.headers, method, &body);
         }
         _ => {}
+    }
+
+    if let McpService::Stateless(_, fast) = &state.mcp
+        && let Some(accepted) = fast.accepts(&parts, &body)
+    {
+        return fast.serve(accepted, parts).await;
     }
 
     let declares_json = is_json_content_type(&parts.headers);

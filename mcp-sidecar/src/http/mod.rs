@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `/mcp` (POST, GET, DELETE) | the MCP endpoint: rmcp's Streamable HTTP service behind our edge (bearer auth, body bound, JSON-RPC errors) | `mcp`, `auth`, `oversized`, `envelope` |
 //! | `/mcp` POST `subscriptions/listen` with `taskIds` | task status notifications, pushed | `listen` |
+//! | `/mcp` POST, stateless, plain requests | answered by our handler without rmcp's per-request service | `fast` |
 //! | `GET /healthz` | liveness: `{"ok":true}`, no I/O | `probes` |
 //! | `GET /readyz` | readiness: 200 when Redis answers, 503 with the reason otherwise | `probes` |
 //! | `GET /files/{job_id}?expires=…&signature=…` | a `local`-store artifact, for a valid signed URL | `files` |
@@ -12,10 +13,13 @@
 //! Host- and Origin-header checking (DNS-rebinding protection) is rmcp's own, configured with
 //! our allow-list (`Config::allowed_hosts` / `Config::allowed_origins`), so it guards `/mcp`
 //! only: a foreign Host, a present Origin whose host is not allowed, `Origin: null` or an
-//! unparsable Origin get a plain-text 403 before rmcp parses the message.
+//! unparsable Origin get a plain-text 403 before rmcp parses the message. The stateless fast
+//! path (`fast`) repeats rmcp's Host rule only to decide whether it may answer, and leaves
+//! every request with an Origin, or a Host it does not accept, to rmcp.
 
 mod auth;
 mod envelope;
+mod fast;
 mod files;
 mod listen;
 mod mcp;
@@ -34,6 +38,7 @@ use service_core::body::BodyLimits;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::token_digest;
+pub use fast::FastPath;
 pub use mcp::{InFlight, McpService};
 
 use crate::{artifacts::ArtifactStore, jobs::store::JobStore, server::render::RenderTools};

@@ -13,6 +13,7 @@ mod charts;
 mod conformance_next;
 mod conformance_tasks;
 mod crash_safety;
+mod fast_path;
 mod faults;
 mod fuzz_regressions;
 mod gcs_artifacts;

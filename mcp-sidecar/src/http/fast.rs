@@ -1,0 +1,417 @@
+//! The stateless fast path for `/mcp`: the plain requests of a pre-2026-07-28 client (a
+//! `tools/call`, `tools/list`, `ping` …) answered by our handler without rmcp's per-request
+//! service.
+//!
+//! For each stateless POST rmcp builds a one-shot service: a fresh `Peer`, four channels,
+//! several cancellation tokens, a discarded `get_info()`, and four spawned tasks (serve loop,
+//! its waiter, the handler, the send), then tears it all down. Under load that costs more than
+//! the tool call itself. Here the same request goes through the same rmcp code that matters,
+//! [`rmcp::Service::handle_request`] on the same model types, in one spawned task; the answer
+//! is serialised exactly as rmcp serialises it (`application/json`, 200).
+//!
+//! The handler needs a `Peer` only for `context.protocol_version()` and the client's
+//! capabilities (both from the peer info rmcp makes up for a stateless request, which
+//! depends only on the `MCP-Protocol-Version` header) and for progress notifications, which
+//! need a stream to the client. So one long-lived peer per legacy protocol version is built at
+//! start-up on a transport that never receives ([`Parked`]), and requests that could make the
+//! handler talk to the client go to rmcp.
+//!
+//! The fast path is taken only when every check below passes; anything else, including
+//! anything this module is unsure of, goes to rmcp untouched, so no request is answered here
+//! that rmcp would have answered differently:
+//! - POST with a JSON content type, an `Accept` of plain entries naming both
+//!   `application/json` and `text/event-stream` (anything with parameters or quotes → rmcp);
+//! - no `Origin` header (rmcp's Origin rules are not repeated here), one `Host` header that
+//!   rmcp's allow-list accepts (same parsing, precomputed);
+//! - no `MCP-Protocol-Version` header (rmcp assumes 2025-03-26) or exactly one naming a known
+//!   version before 2026-07-28 (that version's header and `_meta` rules are rmcp's);
+//! - the body parses as a JSON-RPC notification (answered 202 as rmcp does, the handler is not
+//!   called) or a request that is not `initialize`, `server/discover`, `subscriptions/listen`
+//!   or `tasks/*` (the edge and rmcp have their own handling for those) and whose `_meta` has
+//!   neither a `protocolVersion` (per-request negotiation) nor a `progressToken` (progress
+//!   notifications need a real stream; rmcp switches to SSE for them). Responses, errors and
+//!   bodies that are not JSON-RPC go to rmcp, so the edge's rewrite of its 415 still applies.
+
+use std::future::Future;
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use rmcp::{
+    RoleServer, Service,
+    model::{
+        ClientCapabilities, ClientJsonRpcMessage, ClientRequest, Extensions, GetExtensions,
+        GetMeta, Implementation, InitializeRequestParams, JsonRpcRequest, ProtocolVersion,
+        RequestMetaObject, ServerJsonRpcMessage,
+    },
+    service::{RequestContext, RunningService, RxJsonRpcMessage, TxJsonRpcMessage, serve_directly},
+    transport::Transport,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::server::McpServer;
+
+/// The header a client names its protocol version in.
+const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+/// The version rmcp assumes for a stateless request without the header.
+const DEFAULT_VERSION: ProtocolVersion = ProtocolVersion::V_2025_03_26;
+/// The `_meta` keys that take a request off the fast path (see the module docs).
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_PROGRESS_TOKEN: &str = "progressToken";
+
+/// Stateless requests answered here rather than by rmcp's per-request service.
+pub struct FastPath {
+    handler: McpServer,
+    /// One parked service per legacy protocol version, with that version; its peer is cloned
+    /// into every request's context. Dropping one would end its (idle) loop, so they live as
+    /// long as this.
+    peers: Vec<(ProtocolVersion, RunningService<RoleServer, McpServer>)>,
+    /// rmcp's Host allow-list, parsed once; `None` when it is empty (rmcp then allows any).
+    hosts: Option<Vec<AllowedHost>>,
+    /// rmcp's cancellation token (`StreamableHttpServerConfig::cancellation_token`).
+    sessions: CancellationToken,
+}
+
+/// A request that passed every check, ready to be answered here.
+// Lives on the stack for one move into `serve`; boxing it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Accepted {
+    /// rmcp answers a notification in stateless mode with 202 and does not call the handler.
+    Notification,
+    Request {
+        /// Index into `FastPath::peers`.
+        peer: usize,
+        request: JsonRpcRequest<ClientRequest>,
+    },
+}
+
+/// An allow-list entry normalised as rmcp normalises it: host lower-cased without brackets,
+/// a port only when the entry names one (a bare name allows any port).
+#[derive(Debug, PartialEq)]
+struct AllowedHost {
+    host: String,
+    port: Option<u16>,
+}
+
+impl FastPath {
+    /// Builds the parked peers, so it must run inside the Tokio runtime. `allowed_hosts` and
+    /// `sessions` must be what rmcp's service was configured with.
+    ///
+    /// Shutdown: like rmcp, a request still running when `sessions` is cancelled (which the
+    /// server does once every connection has closed, or when the grace is nearly over) is
+    /// answered with rmcp's 500 and its handler's token is cancelled, so the drain never waits
+    /// on a handler. The parked peers stop when the router (and with it this) is dropped.
+    pub fn new(handler: McpServer, allowed_hosts: &[String], sessions: CancellationToken) -> Self {
+        let peers = ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .filter(|version| version.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+            .map(|version| {
+                // What rmcp makes up for a stateless request (`peer_info_for_stateless_request`).
+                let peer_info = InitializeRequestParams::new(
+                    ClientCapabilities::default(),
+                    Implementation::default(),
+                )
+                .with_protocol_version(version.clone());
+                let parked = serve_directly(handler.clone(), Parked, Some(peer_info));
+                (version.clone(), parked)
+            })
+            .collect();
+        let hosts = (!allowed_hosts.is_empty()).then(|| {
+            allowed_hosts
+                .iter()
+                .filter_map(|allowed| AllowedHost::parse(allowed))
+                .collect()
+        });
+        Self {
+            handler,
+            peers,
+            hosts,
+            sessions,
+        }
+    }
+
+    /// The request, when it may be answered here beyond doubt; `None` sends it to rmcp.
+    pub(super) fn accepts(&self, parts: &Parts, body: &[u8]) -> Option<Accepted> {
+        let headers = &parts.headers;
+        if parts.method != Method::POST
+            || headers.contains_key(header::ORIGIN)
+            || !is_json(single(headers, header::CONTENT_TYPE)?)
+            || !accepts_json_and_sse(headers)
+            || !self.host_is_allowed(single(headers, header::HOST)?)
+        {
+            return None;
+        }
+        let peer = self.peer_for(single(headers, PROTOCOL_VERSION_HEADER)?)?;
+        match serde_json::from_slice::<ClientJsonRpcMessage>(body).ok()? {
+            ClientJsonRpcMessage::Notification(_) => Some(Accepted::Notification),
+            ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => {
+                Some(Accepted::Request { peer, request })
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers an accepted request as rmcp would. `parts` are the request's own: the handler
+    /// reads them (e.g. `traceparent`) from the context's extensions, where rmcp puts them.
+    pub(super) async fn serve(&self, accepted: Accepted, parts: Parts) -> Response {
+        let (peer, request) = match accepted {
+            Accepted::Notification => {
+                tracing::trace!("notification accepted on the fast path");
+                return StatusCode::ACCEPTED.into_response();
+            }
+            Accepted::Request { peer, request } => (peer, request),
+        };
+        let JsonRpcRequest {
+            id, mut request, ..
+        } = request;
+        tracing::trace!(id = %id, method = request.method(), "served on the fast path");
+        // As rmcp's serve loop: `_meta` and the extensions move into the context.
+        let mut meta = RequestMetaObject::new();
+        std::mem::swap(&mut meta, request.get_meta_mut());
+        let mut extensions = Extensions::new();
+        std::mem::swap(&mut extensions, request.extensions_mut());
+        extensions.insert(parts);
+        let mut context = RequestContext::new(id.clone(), self.peers[peer].1.peer().clone());
+        context.meta = meta;
+        context.extensions = extensions;
+        // A client that goes away cancels the handler's token (dropping this future drops
+        // the guard); the handler itself runs on in its task, as under rmcp.
+        let disconnect = context.ct.clone().drop_guard();
+        let handler = self.handler.clone();
+        let handling = tokio::spawn(
+            async move { Service::<RoleServer>::handle_request(&handler, request, context).await }
+                .in_current_span(),
+        );
+        let joined = tokio::select! {
+            biased;
+            joined = handling => joined,
+            () = self.sessions.cancelled() => return closed_before_answer(),
+        };
+        disconnect.disarm();
+        let message = match joined {
+            Ok(Ok(result)) => ServerJsonRpcMessage::response(result, id),
+            Ok(Err(error)) => {
+                // rmcp's serve loop logs a handler's error the same way.
+                tracing::warn!(%id, ?error, "response error");
+                ServerJsonRpcMessage::error(error, Some(id))
+            }
+            // rmcp never answers such a request; a 500 at least ends it.
+            Err(error) => {
+                tracing::error!(%id, %error, "MCP handler did not finish");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        match serde_json::to_vec(&message) {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                Body::from(body),
+            )
+                .into_response(),
+            Err(error) => {
+                tracing::error!(%error, "Internal server error when serialize json response");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Encounter an error when serialize json response: {error}"),
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    /// rmcp's Host rule (`host_is_allowed`) on a single `Host` header; anything it could
+    /// not parse is left to rmcp to refuse.
+    fn host_is_allowed(&self, host: Option<&HeaderValue>) -> bool {
+        let Some(authority) = host
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| http::uri::Authority::try_from(value).ok())
+        else {
+            return false;
+        };
+        let Some(allowed) = &self.hosts else {
+            return true;
+        };
+        // The entries are lower-case already, so this equals rmcp's lower-casing comparison.
+        let host = trim_brackets(authority.host());
+        let port = authority.port_u16();
+        allowed.iter().any(|entry| {
+            entry.host.eq_ignore_ascii_case(host) && entry.port.is_none_or(|p| port == Some(p))
+        })
+    }
+
+    /// The parked peer for the request's protocol version header, if it is one served here.
+    fn peer_for(&self, header: Option<&HeaderValue>) -> Option<usize> {
+        let version = match header {
+            None => DEFAULT_VERSION.as_str(),
+            Some(value) => value.to_str().ok()?,
+        };
+        self.peers
+            .iter()
+            .position(|(served, _)| served.as_str() == version)
+    }
+}
+
+impl AllowedHost {
+    /// rmcp's `parse_allowed_authority`.
+    fn parse(allowed: &str) -> Option<Self> {
+        let allowed = allowed.trim();
+        if allowed.is_empty() {
+            return None;
+        }
+        let (host, port) = match http::uri::Authority::try_from(allowed) {
+            Ok(authority) => (
+                trim_brackets(authority.host()).to_ascii_lowercase(),
+                authority.port_u16(),
+            ),
+            Err(_) => (trim_brackets(allowed).to_ascii_lowercase(), None),
+        };
+        Some(Self { host, port })
+    }
+}
+
+/// rmcp's `normalize_host` without the lower-casing.
+fn trim_brackets(host: &str) -> &str {
+    host.trim_matches('[').trim_matches(']')
+}
+
+/// `Some(None)` for an absent header, `Some(Some(value))` for exactly one, `None` for more.
+fn single(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Option<&HeaderValue>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    values.next().is_none().then_some(first)
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Both media types among `Accept` entries that are plain media ranges; any parameter,
+/// quoting or undecodable value means rmcp's own parsing decides.
+fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        if value.contains([';', '"']) {
+            return false;
+        }
+        for entry in value.split(',') {
+            let entry = entry.trim();
+            json |= entry.eq_ignore_ascii_case("application/json");
+            sse |= entry.eq_ignore_ascii_case("text/event-stream");
+        }
+    }
+    json && sse
+}
+
+/// A request the fast path may answer: none that the edge or rmcp treat specially, and none
+/// that could make the handler talk back to the client.
+fn is_plain(request: &ClientRequest) -> bool {
+    let method = request.method();
+    let special = matches!(
+        method,
+        "initialize" | "server/discover" | "subscriptions/listen"
+    ) || method.starts_with("tasks/");
+    let meta = request.get_meta();
+    !special && !meta.contains_key(META_PROTOCOL_VERSION) && !meta.contains_key(META_PROGRESS_TOKEN)
+}
+
+/// rmcp's answer to a stateless request whose handler had not answered when its
+/// cancellation token fired.
+fn closed_before_answer() -> Response {
+    let message = "empty response: no response message received from handler";
+    tracing::error!("Internal server error when {message}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("Encounter an error when {message}"),
+    )
+        .into_response()
+}
+
+/// The transport of the parked peers: nothing ever arrives on it, and nothing may be sent,
+/// since a stateless request has no stream back to the client.
+struct Parked;
+
+impl Transport<RoleServer> for Parked {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        _message: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        std::future::ready(Err(std::io::Error::other(
+            "a stateless request has no stream to the client",
+        )))
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
+        std::future::pending()
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        std::future::ready(Ok::<_, Self::Error>(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn allow_list_entries_are_normalised_as_rmcp_does() {
+        assert_eq!(
+            AllowedHost::parse(" [::1] "),
+            Some(AllowedHost {
+                host: "::1".into(),
+                port: None
+            })
+        );
+        assert_eq!(
+            AllowedHost::parse("App.Example.com:8443"),
+            Some(AllowedHost {
+                host: "app.example.com".into(),
+                port: Some(8443)
+            })
+        );
+        assert_eq!(AllowedHost::parse("  "), None);
+    }
+
+    #[test]
+    fn only_plain_accept_entries_naming_both_types_qualify() {
+        let plain = headers(&[("accept", "application/json, text/event-stream")]);
+        assert!(accepts_json_and_sse(&plain));
+        let split = headers(&[
+            ("accept", "text/event-stream"),
+            ("accept", "application/json"),
+        ]);
+        assert!(accepts_json_and_sse(&split));
+        let weighted = headers(&[("accept", "application/json;q=1, text/event-stream")]);
+        assert!(!accepts_json_and_sse(&weighted), "parameters are rmcp's");
+        let one = headers(&[("accept", "application/json")]);
+        assert!(!accepts_json_and_sse(&one));
+    }
+
+    #[test]
+    fn repeated_headers_are_not_single() {
+        let twice = headers(&[("host", "a"), ("host", "b")]);
+        assert!(single(&twice, header::HOST).is_none());
+        assert_eq!(single(&HeaderMap::new(), header::HOST), Some(None));
+    }
+}
