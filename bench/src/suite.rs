@@ -68,13 +68,16 @@ pub struct SuiteReport {
     pub ceiling_rounds: Vec<CeilingRound>,
 }
 
-/// One round of the alternating ceiling comparison: raw axum, then the stateless sidecar,
-/// both already running, measured back to back so both see the same machine noise.
+/// One round of the alternating ceiling comparison: raw axum, the stateless sidecar and the
+/// session sidecar, all already running, measured back to back (in an order that rotates
+/// from round to round) so all see the same machine noise.
 #[derive(Debug, Serialize)]
 pub struct CeilingRound {
     pub raw_calls_per_second: f64,
     pub sidecar_calls_per_second: f64,
     pub ratio: f64,
+    pub session_calls_per_second: f64,
+    pub session_ratio: f64,
 }
 
 pub struct SuiteOptions {
@@ -381,39 +384,48 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<SuiteReport> {
             &sidecar_binary,
             &sidecar_env(&redis, &artifacts, "127.0.0.1:0", "stateless"),
         )?;
-        load::run(raw.addr, "/mcp", Dialect::Raw, 4, 200, false).await?;
-        load::run(ours.addr, "/mcp", Dialect::Stateless, 4, 200, false).await?;
+        let session = Server::start(
+            &sidecar_binary,
+            &sidecar_env(&redis, &artifacts, "127.0.0.1:0", "stateful"),
+        )?;
+        let contenders = [
+            (raw.addr, Dialect::Raw),
+            (ours.addr, Dialect::Stateless),
+            (session.addr, Dialect::Session),
+        ];
+        for (addr, dialect) in contenders {
+            load::run(addr, "/mcp", dialect, 4, 200, false).await?;
+        }
         for round in 0..options.ceiling_rounds {
-            let raw_load = load::run(
-                raw.addr,
-                "/mcp",
-                Dialect::Raw,
-                options.clients,
-                options.calls_each,
-                false,
-            )
-            .await?;
-            let our_load = load::run(
-                ours.addr,
-                "/mcp",
-                Dialect::Stateless,
-                options.clients,
-                options.calls_each,
-                false,
-            )
-            .await?;
-            let ratio = our_load.calls_per_second / raw_load.calls_per_second;
+            let mut rates = [0.0; 3];
+            for turn in 0..contenders.len() {
+                let which = (round + turn) % contenders.len();
+                let (addr, dialect) = contenders[which];
+                rates[which] = load::run(
+                    addr,
+                    "/mcp",
+                    dialect,
+                    options.clients,
+                    options.calls_each,
+                    false,
+                )
+                .await?
+                .calls_per_second;
+            }
+            let [raw_rate, stateless_rate, session_rate] = rates;
             println!(
-                "ceiling round {}: raw {:.0}/s, sidecar {:.0}/s, ratio {:.0}%",
+                "ceiling round {}: raw {raw_rate:.0}/s, stateless {stateless_rate:.0}/s ({:.1}%), \
+                 session {session_rate:.0}/s ({:.1}%)",
                 round + 1,
-                raw_load.calls_per_second,
-                our_load.calls_per_second,
-                100.0 * ratio
+                100.0 * stateless_rate / raw_rate,
+                100.0 * session_rate / raw_rate,
             );
             ceiling_rounds.push(CeilingRound {
-                raw_calls_per_second: raw_load.calls_per_second,
-                sidecar_calls_per_second: our_load.calls_per_second,
-                ratio,
+                raw_calls_per_second: raw_rate,
+                sidecar_calls_per_second: stateless_rate,
+                ratio: stateless_rate / raw_rate,
+                session_calls_per_second: session_rate,
+                session_ratio: session_rate / raw_rate,
             });
         }
     }
@@ -633,27 +645,43 @@ pub fn markdown(report: &SuiteReport) -> String {
                 .collect(),
         )
     });
-    if let Some(ceiling_median) = ceiling_median {
+    let session_median = (!report.ceiling_rounds.is_empty()).then(|| {
+        median(
+            report
+                .ceiling_rounds
+                .iter()
+                .map(|round| round.session_ratio)
+                .collect(),
+        )
+    });
+    if let (Some(ceiling_median), Some(session_median)) = (ceiling_median, session_median) {
         let _ = writeln!(
             out,
-            "Ceiling ratio in alternating rounds (raw axum, then the stateless sidecar, both running, {} clients):\n",
+            "Ceiling ratio in alternating rounds (raw axum, the stateless sidecar and the session sidecar, all running, {} clients, the order rotating each round):\n",
             report.clients
         );
         let _ = writeln!(
             out,
-            "| round | raw axum calls/s | sidecar calls/s | sidecar ÷ raw |\n|---|---|---|---|"
+            "| round | raw axum calls/s | stateless calls/s | stateless ÷ raw | session calls/s | session ÷ raw |\n|---|---|---|---|---|---|"
         );
         for (index, round) in report.ceiling_rounds.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.0} | {:.0}% |",
+                "| {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.1}% |",
                 index + 1,
                 round.raw_calls_per_second,
                 round.sidecar_calls_per_second,
-                100.0 * round.ratio
+                100.0 * round.ratio,
+                round.session_calls_per_second,
+                100.0 * round.session_ratio,
             );
         }
-        let _ = writeln!(out, "\nMedian: **{:.0}%**.\n", 100.0 * ceiling_median);
+        let _ = writeln!(
+            out,
+            "\nMedian: stateless **{:.1}%**, session **{:.1}%**.\n",
+            100.0 * ceiling_median,
+            100.0 * session_median
+        );
     }
 
     let _ = writeln!(out, "## Cold start (median)\n");
@@ -734,7 +762,7 @@ pub fn markdown(report: &SuiteReport) -> String {
         );
         let _ = writeln!(
             out,
-            "| tools/call ≥ 50% of raw axum ({}) | {:.0}% | {} |",
+            "| tools/call ≥ 50% of raw axum ({}) | {:.1}% | {} |",
             if ceiling_median.is_some() {
                 "median of the rounds"
             } else {
@@ -743,6 +771,14 @@ pub fn markdown(report: &SuiteReport) -> String {
             100.0 * against_ceiling,
             verdict(against_ceiling >= 0.5)
         );
+        if let Some(session_median) = session_median {
+            let _ = writeln!(
+                out,
+                "| session mode ≥ 40% of raw axum (median of the rounds) | {:.1}% | {} |",
+                100.0 * session_median,
+                verdict(session_median >= 0.4)
+            );
+        }
         let _ = writeln!(
             out,
             "| p99 ≤ 2 ms at {} clients | {:.3} ms | {} |",
