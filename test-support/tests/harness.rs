@@ -37,11 +37,15 @@ fn redis_cluster_serves_fails_over_and_rejoins() {
 
     let old_master = cluster.master_for_key(key);
     let replica = cluster.replicas_of(old_master)[0];
-    // The write has reached the replica before the master dies.
+    // The write has reached the replica before the master dies. WAIT only covers the writes
+    // of its own connection, so the key is written again on the one that waits (a WAIT on a
+    // fresh connection returns at once and proved nothing: the replica sometimes had no key).
+    let mut on_master = cluster.connection(old_master);
+    let _: () = on_master.set(key, "before").unwrap();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(5000)
-        .query(&mut cluster.connection(old_master))
+        .query(&mut on_master)
         .unwrap();
     assert_eq!(acked, 1);
 
