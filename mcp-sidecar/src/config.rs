@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "MCP_SESSION_MODE", value_enum, default_value_t = SessionMode::Stateless)]
     pub session_mode: SessionMode,
 
+    /// Stateful mode: a session with no request for this long is closed (its id then gets
+    /// 404, and the client starts a new one), e.g. `5m`.
+    #[arg(long, env = "MCP_SESSION_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+
     /// Bearer token required on /mcp as `Authorization: Bearer <token>`. Unset: no auth, which
     /// is right for a sidecar reachable only inside its instance. /healthz and /readyz stay open.
     #[arg(long, env = "MCP_BEARER_TOKEN", hide_env_values = true)]
@@ -260,6 +265,9 @@ impl Config {
                     .into(),
             );
         }
+        if self.session_idle_timeout < Duration::from_secs(1) {
+            return Err("MCP_SESSION_IDLE_TIMEOUT must be at least 1s".into());
+        }
         if self.max_queued_jobs == 0 {
             return Err("MAX_QUEUED_JOBS must be at least 1".into());
         }
@@ -415,6 +423,15 @@ mod tests {
         let server = Config::parse_from(["mcp-sidecar", "--render-workers", "0"]);
         assert_eq!(server.role, Role::Server, "server is the default role");
         assert!(server.validate().is_ok(), "a server may run no workers");
+    }
+
+    #[test]
+    fn a_session_idle_timeout_under_a_second_is_refused() {
+        let config = Config::parse_from(["mcp-sidecar", "--session-idle-timeout", "0s"]);
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("MCP_SESSION_IDLE_TIMEOUT"), "{error}");
+        let default = Config::parse_from(["mcp-sidecar"]);
+        assert_eq!(default.session_idle_timeout, Duration::from_secs(300));
     }
 
     #[test]

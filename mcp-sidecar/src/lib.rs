@@ -42,7 +42,8 @@ use crate::{
     },
     render::Renderer,
     server::{
-        CatalogError, McpServer, Shared, ToolCatalog, render::RenderTools, tasks::TaskSettings,
+        CatalogError, McpServer, Shared, ToolCatalog, render::RenderTools, sessions::SessionPeers,
+        tasks::TaskSettings,
     },
 };
 
@@ -405,22 +406,41 @@ fn mcp_service(config: &Config, shared: Arc<Shared>, shutdown: CancellationToken
         // Our edge already enforces the limit; this only keeps rmcp from disagreeing.
         .with_max_request_body_bytes(config.max_body_bytes);
     let handler = McpServer::new(shared.clone());
-    let factory = move || Ok(McpServer::new(shared.clone()));
     match config.session_mode {
         SessionMode::Stateless => McpService::Stateless(
             StreamableHttpService::new(
-                factory,
+                move || Ok(McpServer::new(shared.clone())),
                 Arc::new(NeverSessionManager::default()),
                 base.with_legacy_session_mode(false)
                     .with_json_response(true)
                     .with_sse_keep_alive(None),
             ),
-            Arc::new(FastPath::new(handler, &config.allowed_hosts(), shutdown)),
+            Arc::new(FastPath::new(
+                handler,
+                &config.allowed_hosts(),
+                shutdown,
+                None,
+            )),
         ),
-        SessionMode::Stateful => McpService::Stateful(StreamableHttpService::new(
-            factory,
-            Arc::new(LocalSessionManager::default()),
-            base.with_legacy_session_mode(true),
-        )),
+        SessionMode::Stateful => {
+            let mut manager = LocalSessionManager::default();
+            manager.session_config.keep_alive = Some(config.session_idle_timeout);
+            let manager = Arc::new(manager);
+            let sessions = Arc::new(SessionPeers::new(manager.clone()));
+            let with_sessions = sessions.clone();
+            McpService::Stateful(
+                StreamableHttpService::new(
+                    move || Ok(McpServer::new(shared.clone()).with_sessions(with_sessions.clone())),
+                    manager,
+                    base.with_legacy_session_mode(true),
+                ),
+                Arc::new(FastPath::new(
+                    handler,
+                    &config.allowed_hosts(),
+                    shutdown,
+                    Some(sessions),
+                )),
+            )
+        }
     }
 }

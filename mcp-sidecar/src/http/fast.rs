@@ -1,38 +1,51 @@
-//! The stateless fast path for `/mcp`: the plain requests of a pre-2026-07-28 client (a
-//! `tools/call`, `tools/list`, `ping` …) answered by our handler without rmcp's per-request
-//! service.
+//! The `/mcp` fast path: the plain requests of a pre-2026-07-28 client (a `tools/call`,
+//! `tools/list`, `ping` …) answered by our handler without rmcp's per-request machinery.
 //!
-//! For each stateless POST rmcp builds a one-shot service: a fresh `Peer`, four channels,
-//! several cancellation tokens, a discarded `get_info()`, and four spawned tasks (serve loop,
-//! its waiter, the handler, the send), then tears it all down. Under load that costs more than
-//! the tool call itself. Here the same request goes through the same rmcp code that matters,
-//! [`rmcp::Service::handle_request`] on the same model types, in one spawned task; the answer
-//! is serialised exactly as rmcp serialises it (`application/json`, 200).
+//! - Stateless mode: for each POST rmcp builds a one-shot service: a fresh `Peer`, four
+//!   channels, several cancellation tokens, a discarded `get_info()`, and four spawned tasks
+//!   (serve loop, its waiter, the handler, the send), then tears it all down.
+//! - Stateful mode: each request of a session goes into the session's worker, on to its serve
+//!   loop, which spawns the handler; the answer goes back through the worker to a per-request
+//!   SSE stream: six channel hops and two spawns.
 //!
-//! The handler needs a `Peer` only for `context.protocol_version()` and the client's
-//! capabilities (both from the peer info rmcp makes up for a stateless request, which
-//! depends only on the `MCP-Protocol-Version` header) and for progress notifications, which
-//! need a stream to the client. So one long-lived peer per legacy protocol version is built at
-//! start-up on a transport that never receives ([`Parked`]), and requests that could make the
-//! handler talk to the client go to rmcp.
+//! Under load either costs more than the tool call itself. Here the same request goes through
+//! the same rmcp code that matters, [`rmcp::Service::handle_request`] on the same model types,
+//! in one spawned task; the answer is serialised exactly as rmcp serialises it, as one
+//! `application/json` body (200). In stateful mode rmcp would have sent the same message as
+//! the one event of an SSE stream; the transport lets a server answer a request either way,
+//! and every client must accept both.
 //!
-//! The fast path is taken only when every check below passes; anything else, including
-//! anything this module is unsure of, goes to rmcp untouched, so no request is answered here
-//! that rmcp would have answered differently:
+//! The handler needs a `Peer` for `context.protocol_version()` and the client's capabilities,
+//! and for progress notifications, which need a stream to the client:
+//! - stateless: the peer info rmcp makes up for a request depends only on the
+//!   `MCP-Protocol-Version` header, so one long-lived peer per legacy protocol version is built
+//!   at start-up on a transport that never receives ([`Parked`]);
+//! - stateful: the session's own peer, recorded when the session was initialized
+//!   ([`SessionPeers`]); requests of a session not recorded there go to rmcp.
+//!
+//! Requests that could make the handler talk to the client go to rmcp. The fast path is
+//! taken only when every check below passes; anything else, including anything this module is
+//! unsure of, goes to rmcp untouched, so no request is answered here that rmcp would have
+//! answered differently:
 //! - POST with a JSON content type, an `Accept` of plain entries naming both
 //!   `application/json` and `text/event-stream` (anything with parameters or quotes → rmcp);
 //! - no `Origin` header (rmcp's Origin rules are not repeated here), one `Host` header that
 //!   rmcp's allow-list accepts (same parsing, precomputed);
 //! - no `MCP-Protocol-Version` header (rmcp assumes 2025-03-26) or exactly one naming a known
 //!   version before 2026-07-28 (that version's header and `_meta` rules are rmcp's);
-//! - the body parses as a JSON-RPC notification (answered 202 as rmcp does, the handler is not
-//!   called) or a request that is not `initialize`, `server/discover`, `subscriptions/listen`
-//!   or `tasks/*` (the edge and rmcp have their own handling for those) and whose `_meta` has
-//!   neither a `protocolVersion` (per-request negotiation) nor a `progressToken` (progress
-//!   notifications need a real stream; rmcp switches to SSE for them). Responses, errors and
-//!   bodies that are not JSON-RPC go to rmcp, so the edge's rewrite of its 415 still applies.
+//! - stateful: exactly one `Mcp-Session-Id`, naming a session rmcp holds open and whose peer
+//!   is recorded; once per quarter of rmcp's idle timeout a session's request goes through
+//!   rmcp all the same, so the session's worker sees it and does not close it as idle;
+//! - the body parses as a JSON-RPC request that is not `initialize`, `server/discover`,
+//!   `subscriptions/listen` or `tasks/*` (the edge and rmcp have their own handling for those)
+//!   and whose `_meta` has neither a `protocolVersion` (per-request negotiation) nor a
+//!   `progressToken` (progress notifications need a real stream; rmcp switches to SSE for
+//!   them). In stateless mode a notification is answered 202 as rmcp does (the handler is not
+//!   called); in stateful mode notifications go to the session (they initialize and cancel).
+//!   Responses, errors and bodies that are not JSON-RPC go to rmcp, so the edge's rewrite of
+//!   its 415 still applies.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::{
     body::Body,
@@ -40,7 +53,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use rmcp::{
-    RoleServer, Service,
+    Peer, RoleServer, Service,
     model::{
         CallToolRequest, ClientCapabilities, ClientJsonRpcMessage, ClientNotification,
         ClientRequest, ClientResult, Extensions, GetExtensions, GetMeta, Implementation,
@@ -53,27 +66,31 @@ use rmcp::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::server::McpServer;
+use crate::server::{McpServer, sessions::SessionPeers};
 
 /// The header a client names its protocol version in.
 const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+/// The header naming a stateful request's session.
+const SESSION_ID_HEADER: &str = "mcp-session-id";
 /// The version rmcp assumes for a stateless request without the header.
 const DEFAULT_VERSION: ProtocolVersion = ProtocolVersion::V_2025_03_26;
 /// The `_meta` keys that take a request off the fast path (see the module docs).
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_PROGRESS_TOKEN: &str = "progressToken";
 
-/// Stateless requests answered here rather than by rmcp's per-request service.
+/// Requests answered here rather than by rmcp's per-request service or session worker.
 pub struct FastPath {
     handler: McpServer,
-    /// One parked service per legacy protocol version, with that version; its peer is cloned
-    /// into every request's context. Dropping one would end its (idle) loop, so they live as
-    /// long as this.
+    /// Stateless mode: one parked service per legacy protocol version, with that version; its
+    /// peer is cloned into every request's context. Dropping one would end its (idle) loop, so
+    /// they live as long as this. Empty in stateful mode.
     peers: Vec<(ProtocolVersion, RunningService<RoleServer, McpServer>)>,
+    /// Stateful mode: the sessions' peers.
+    sessions: Option<Arc<SessionPeers>>,
     /// rmcp's Host allow-list, parsed once; `None` when it is empty (rmcp then allows any).
     hosts: Option<Vec<AllowedHost>>,
     /// rmcp's cancellation token (`StreamableHttpServerConfig::cancellation_token`).
-    sessions: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 /// A request that passed every check, ready to be answered here.
@@ -83,8 +100,8 @@ pub(super) enum Accepted {
     /// rmcp answers a notification in stateless mode with 202 and does not call the handler.
     Notification,
     Request {
-        /// Index into `FastPath::peers`.
-        peer: usize,
+        /// The peer of the request's context.
+        peer: Peer<RoleServer>,
         request: JsonRpcRequest<ClientRequest>,
     },
 }
@@ -98,17 +115,23 @@ struct AllowedHost {
 }
 
 impl FastPath {
-    /// Builds the parked peers, so it must run inside the Tokio runtime. `allowed_hosts` and
-    /// `sessions` must be what rmcp's service was configured with.
+    /// Stateless mode when `sessions` is `None`, stateful with it. Builds the parked peers, so
+    /// it must run inside the Tokio runtime. `allowed_hosts`, `shutdown` and the session
+    /// manager behind `sessions` must be what rmcp's service was configured with.
     ///
-    /// Shutdown: like rmcp, a request still running when `sessions` is cancelled (which the
+    /// Shutdown: like rmcp, a request still running when `shutdown` is cancelled (which the
     /// server does once every connection has closed, or when the grace is nearly over) is
     /// answered with rmcp's 500 and its handler's token is cancelled, so the drain never waits
     /// on a handler. The parked peers stop when the router (and with it this) is dropped.
-    pub fn new(handler: McpServer, allowed_hosts: &[String], sessions: CancellationToken) -> Self {
+    pub fn new(
+        handler: McpServer,
+        allowed_hosts: &[String],
+        shutdown: CancellationToken,
+        sessions: Option<Arc<SessionPeers>>,
+    ) -> Self {
         let peers = ProtocolVersion::KNOWN_VERSIONS
             .iter()
-            .filter(|version| version.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+            .filter(|version| sessions.is_none() && is_legacy(version.as_str()))
             .map(|version| {
                 // What rmcp makes up for a stateless request (`peer_info_for_stateless_request`).
                 let peer_info = InitializeRequestParams::new(
@@ -129,8 +152,9 @@ impl FastPath {
         Self {
             handler,
             peers,
-            hosts,
             sessions,
+            hosts,
+            shutdown,
         }
     }
 
@@ -145,10 +169,40 @@ impl FastPath {
         {
             return None;
         }
-        let peer = self.peer_for(single(headers, PROTOCOL_VERSION_HEADER)?)?;
+        let version = single(headers, PROTOCOL_VERSION_HEADER)?;
+        let Some(sessions) = &self.sessions else {
+            let peer = self.peer_for(version)?;
+            return match parse(body)? {
+                ClientJsonRpcMessage::Notification(_) => Some(Accepted::Notification),
+                ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => {
+                    Some(Accepted::Request {
+                        peer: peer.clone(),
+                        request,
+                    })
+                }
+                _ => None,
+            };
+        };
+        // rmcp's session path checks only that a version header names a known version; one
+        // on 2026-07-28 or later is not a session request at all.
+        let legacy = match version {
+            None => true,
+            Some(value) => {
+                let value = value.to_str().ok()?;
+                ProtocolVersion::KNOWN_VERSIONS
+                    .iter()
+                    .any(|known| known.as_str() == value)
+                    && is_legacy(value)
+            }
+        };
+        if !legacy {
+            return None;
+        }
+        let session = single(headers, SESSION_ID_HEADER)??.to_str().ok()?;
         match parse(body)? {
-            ClientJsonRpcMessage::Notification(_) => Some(Accepted::Notification),
             ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => {
+                // Last: it may make this request the session's periodic one through rmcp.
+                let peer = sessions.peer(session)?;
                 Some(Accepted::Request { peer, request })
             }
             _ => None,
@@ -175,7 +229,7 @@ impl FastPath {
         let mut extensions = Extensions::new();
         std::mem::swap(&mut extensions, request.extensions_mut());
         extensions.insert(parts);
-        let mut context = RequestContext::new(id.clone(), self.peers[peer].1.peer().clone());
+        let mut context = RequestContext::new(id.clone(), peer);
         context.meta = meta;
         context.extensions = extensions;
         // A client that goes away cancels the handler's token (dropping this future drops
@@ -189,7 +243,7 @@ impl FastPath {
         let joined = tokio::select! {
             biased;
             joined = handling => joined,
-            () = self.sessions.cancelled() => return closed_before_answer(),
+            () = self.shutdown.cancelled() => return closed_before_answer(),
         };
         disconnect.disarm();
         let message = match joined {
@@ -245,15 +299,17 @@ impl FastPath {
         })
     }
 
-    /// The parked peer for the request's protocol version header, if it is one served here.
-    fn peer_for(&self, header: Option<&HeaderValue>) -> Option<usize> {
+    /// Stateless: the parked peer for the request's protocol version header, if it is one
+    /// served here.
+    fn peer_for(&self, header: Option<&HeaderValue>) -> Option<&Peer<RoleServer>> {
         let version = match header {
             None => DEFAULT_VERSION.as_str(),
             Some(value) => value.to_str().ok()?,
         };
         self.peers
             .iter()
-            .position(|(served, _)| served.as_str() == version)
+            .find(|(served, _)| served.as_str() == version)
+            .map(|(_, parked)| parked.peer())
     }
 }
 
@@ -273,6 +329,11 @@ impl AllowedHost {
         };
         Some(Self { host, port })
     }
+}
+
+/// A version before 2026-07-28, whose clients initialize (and may hold sessions).
+fn is_legacy(version: &str) -> bool {
+    version < ProtocolVersion::V_2026_07_28.as_str()
 }
 
 /// rmcp's `normalize_host` without the lower-casing.

@@ -7,8 +7,8 @@
 //!   415; a JSON-RPC client expects `-32700 Parse error` / `-32600 Invalid Request`, so we keep
 //!   the bytes we already buffered and rewrite that one response;
 //! - a session DELETE answered 204 rather than rmcp's 202;
-//! - in stateless mode, a fast path for plain requests (`fast`): the same handler and model
-//!   types, without rmcp's per-request service;
+//! - a fast path for plain requests (`fast`): the same handler and model types, without
+//!   rmcp's per-request service (stateless) or session worker (stateful);
 //! - bookkeeping for shutdown: requests in progress are counted ([`InFlight`]), and a session's
 //!   GET stream ends at SIGTERM.
 
@@ -43,22 +43,31 @@ use super::{
 };
 use crate::server::McpServer;
 
-/// The rmcp service in either session mode, behind one type; stateless mode with the fast
-/// path that answers its plain requests without rmcp's per-request service (`fast`).
+/// The rmcp service in either session mode, behind one type, with the fast path that answers
+/// its plain requests without rmcp's per-request service or session worker (`fast`).
 #[derive(Clone)]
 pub enum McpService {
     Stateless(
         StreamableHttpService<McpServer, NeverSessionManager>,
         Arc<FastPath>,
     ),
-    Stateful(StreamableHttpService<McpServer, LocalSessionManager>),
+    Stateful(
+        StreamableHttpService<McpServer, LocalSessionManager>,
+        Arc<FastPath>,
+    ),
 }
 
 impl McpService {
     pub(super) async fn handle(&self, request: http::Request<Full<Bytes>>) -> Response {
         match self {
             Self::Stateless(service, _) => service.handle(request).await.map(Body::new),
-            Self::Stateful(service) => service.handle(request).await.map(Body::new),
+            Self::Stateful(service, _) => service.handle(request).await.map(Body::new),
+        }
+    }
+
+    fn fast_path(&self) -> &FastPath {
+        match self {
+            Self::Stateless(_, fast) | Self::Stateful(_, fast) => fast,
         }
     }
 }
@@ -155,9 +164,8 @@ pub(super) async fn mcp_endpoint(
         _ => {}
     }
 
-    if let McpService::Stateless(_, fast) = &state.mcp
-        && let Some(accepted) = fast.accepts(&parts, &body)
-    {
+    let fast = state.mcp.fast_path();
+    if let Some(accepted) = fast.accepts(&parts, &body) {
         return fast.serve(accepted, parts).await;
     }
 

@@ -12,6 +12,7 @@
 mod arithmetic;
 mod echo;
 pub mod render;
+pub mod sessions;
 pub mod tasks;
 
 use std::{fmt::Display, sync::Arc};
@@ -26,7 +27,7 @@ use rmcp::{
         PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
         UpdateTaskParams,
     },
-    service::RequestContext,
+    service::{NotificationContext, RequestContext},
 };
 use schemars::JsonSchema;
 use service_core::telemetry::propagation;
@@ -222,11 +223,23 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct McpServer {
     shared: Arc<Shared>,
+    /// Stateful mode: where a session's peer is recorded once it is initialized.
+    sessions: Option<Arc<sessions::SessionPeers>>,
 }
 
 impl McpServer {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            sessions: None,
+        }
+    }
+
+    /// Records each session's peer in `sessions` when its client says it is initialized.
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<sessions::SessionPeers>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 }
 
@@ -380,6 +393,22 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.shared.render.update_task(&request.task_id).await
+    }
+
+    /// In stateful mode, the session's peer is recorded for the `/mcp` fast path
+    /// (`sessions`). rmcp hands this notification to the session it names in
+    /// `Mcp-Session-Id`, so that header names the session whose peer this is.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        tracing::info!("client initialized");
+        if let Some(sessions) = &self.sessions
+            && let Some(id) = context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.headers.get("mcp-session-id"))
+                .and_then(|value| value.to_str().ok())
+        {
+            sessions.register(id, context.peer).await;
+        }
     }
 
     /// The sidecar sends no `notifications/message`: its logs go to stdout and from there to
