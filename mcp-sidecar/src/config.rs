@@ -41,7 +41,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
 
     /// MCP session mode: `stateless` (each POST stands alone, JSON responses; survives restarts
-    /// and needs no session affinity) or `stateful` (Mcp-Session-Id sessions with SSE streams).
+    /// and needs no session affinity) or `stateful` (Mcp-Session-Id sessions: plain requests
+    /// answered with JSON, SSE streams for progress, tasks and the session's GET stream).
     #[arg(long, env = "MCP_SESSION_MODE", value_enum, default_value_t = SessionMode::Stateless)]
     pub session_mode: SessionMode,
 
