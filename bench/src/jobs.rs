@@ -267,3 +267,33 @@ pub async fn run(latency_jobs: usize, throughput_jobs: usize) -> anyhow::Result<
         redis_commands_seen: seen,
     })
 }
+
+/// Longest a batch may take to be rendered.
+const BATCH_WITHIN: Duration = Duration::from_secs(120);
+/// How long after the last artifact file appears the batch counts as done: the worker records
+/// the job as succeeded right after writing the file.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// How many artifact files `dir` holds (files being written are dot-files until linked).
+pub fn artifact_count(dir: &std::path::Path) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .count())
+}
+
+/// Waits until `dir` holds `count` artifact files (written aside as dot-files, then linked into
+/// place): the bench learns that renders are done without asking Redis.
+pub async fn wait_for_artifacts(dir: &std::path::Path, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + BATCH_WITHIN;
+    loop {
+        let files = artifact_count(dir)?;
+        if files >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{files} of {count} renders done after {BATCH_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -52,6 +52,31 @@ impl Redis {
     pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU time (user + system, all threads) process `pid` has used so far, in ms. `/proc` counts
+/// it in USER_HZ ticks, which Linux fixes at 100 a second for user space: 10 ms resolution.
+pub fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its `)` are fixed.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("/proc/pid/stat without a command name")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(index)
+            .context("/proc/pid/stat too short")?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) * 10.0)
 }
 
 impl Drop for Redis {

@@ -30,7 +30,6 @@ use std::{
     future::Future,
     io::{BufRead, BufReader, ErrorKind, Write},
     net::TcpStream,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -48,7 +47,8 @@ use test_support::{
 
 use crate::{
     jobs::{
-        call, command_deltas, connect, job_times, parse_command_stats, sidecar_env, small_chart,
+        SETTLE, call, command_deltas, connect, job_times, parse_command_stats, sidecar_env,
+        small_chart, wait_for_artifacts,
     },
     processes::{Server, TempDir, release_dir},
     stats::{Latency, Spread},
@@ -58,11 +58,6 @@ use crate::{
 const SUBMITTERS: usize = 8;
 /// Calls made before the measured ones of a latency run.
 const WARM_UP_CALLS: usize = 20;
-/// Longest a batch may take to be rendered.
-const BATCH_WITHIN: Duration = Duration::from_secs(120);
-/// How long after the last artifact file appears the batch counts as done: the worker records
-/// the job as succeeded right after writing the file.
-const SETTLE: Duration = Duration::from_millis(300);
 const PASSWORD: &str = "bench-redis-password";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,25 +496,6 @@ async fn submit(
         ids.extend(joined??);
     }
     Ok(ids)
-}
-
-/// Waits until `dir` holds `count` artifact files (written aside as dot-files, then linked into
-/// place): the bench learns that renders are done without asking Redis.
-async fn wait_for_artifacts(dir: &Path, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + BATCH_WITHIN;
-    loop {
-        let files = std::fs::read_dir(dir)?
-            .filter_map(Result::ok)
-            .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
-            .count();
-        if files >= count {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{files} of {count} renders done after {BATCH_WITHIN:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// `calls` sequential calls after [`WARM_UP_CALLS`] unmeasured ones.

@@ -6,7 +6,10 @@
 //! The two alternate, round by round, so drift on a shared machine hits both alike.
 //!
 //! The job path's figure is end to end on purpose: the MCP submissions, Redis and the
-//! artifact writes share the same cores as the workers, as they would in production.
+//! artifact writes share the same cores as the workers, as they would in production. The
+//! bench waits for a batch by watching the artifact files, not by polling the sidecar. Each
+//! round also records the CPU time every process spent per job (`/proc/<pid>/stat`), which
+//! says where the job path's time goes and drifts less than jobs/s with the machine's speed.
 
 use std::{
     sync::{
@@ -25,8 +28,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    jobs::{call, connect, job_times, sidecar_env, small_chart},
-    processes::{Redis, Server, TempDir, release_dir},
+    jobs::{
+        SETTLE, artifact_count, call, connect, job_times, sidecar_env, small_chart,
+        wait_for_artifacts,
+    },
+    processes::{Redis, Server, TempDir, cpu_ms, release_dir},
     stats::Spread,
 };
 
@@ -57,6 +63,16 @@ pub struct ChartReport {
     pub ratio: Spread,
     pub bare: Spread,
     pub job_path: Spread,
+    /// CPU ms per job, per round: the bare renderer (this process while only its render
+    /// threads run), and on the job path the sidecar, Redis and the submitting clients (this
+    /// process: rmcp clients and the status polls that wait for the batch).
+    pub bare_cpu_ms_per_job: Vec<f64>,
+    pub sidecar_cpu_ms_per_job: Vec<f64>,
+    pub redis_cpu_ms_per_job: Vec<f64>,
+    pub client_cpu_ms_per_job: Vec<f64>,
+    /// Sidecar CPU per job ÷ bare CPU per job, per round: what the job path costs the sidecar
+    /// beyond the drawing itself, less sensitive than jobs/s to the machine's drift.
+    pub sidecar_cpu_ratio: Spread,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,17 +117,19 @@ fn large_chart(seed: usize) -> Value {
     line_chart(seed, 1600, 1000, 500)
 }
 
-/// `count` specs made by `make`, rendered to PNG bytes on `threads` threads; jobs/s.
+/// `count` specs made by `make`, rendered to PNG bytes on `threads` threads; jobs/s and this
+/// process's CPU ms per job meanwhile (its other threads idle).
 #[allow(clippy::cast_precision_loss)]
 fn bare(
     renderer: &Arc<Renderer>,
     make: fn(usize) -> Value,
     count: usize,
     threads: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     // The specs are built before the clock starts, as the job path's are by its clients.
     let specs: Arc<Vec<Value>> = Arc::new((0..count).map(make).collect());
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_ms(std::process::id())?;
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -144,19 +162,35 @@ fn bare(
             .map_err(|_| anyhow::anyhow!("render thread panicked"))??;
         std::hint::black_box(bytes);
     }
-    Ok(count as f64 / started.elapsed().as_secs_f64())
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let cpu = (cpu_ms(std::process::id())? - cpu_before) / count as f64;
+    Ok((rate, cpu))
 }
 
-/// Submits `count` jobs from 8 clients at once, waits for all; jobs/s from the job records.
+/// CPU ms per job of each process on the job path.
+struct JobPathCpu {
+    sidecar: f64,
+    redis: f64,
+    clients: f64,
+}
+
+/// Submits `count` jobs from 8 clients at once, waits for all; jobs/s from the job records,
+/// and the CPU each process spent meanwhile. The bench learns that the batch is done from the
+/// artifact files appearing, as `redis-modes` does, so no status polling adds to the job
+/// path's load (each poll was an MCP call on the same cores).
 #[allow(clippy::cast_precision_loss)]
 async fn job_path(
     sidecar: &Server,
     redis: &Redis,
+    artifacts: &TempDir,
     prefix: &str,
     make: fn(usize) -> Value,
     count: usize,
     seed: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, JobPathCpu)> {
+    let own = std::process::id();
+    let rendered_before = artifact_count(&artifacts.0)?;
+    let cpu_before = (cpu_ms(sidecar.pid())?, cpu_ms(redis.pid())?, cpu_ms(own)?);
     let mut submitters = tokio::task::JoinSet::new();
     let per_client = count.div_ceil(8);
     for client_index in 0..8 {
@@ -178,7 +212,16 @@ async fn job_path(
     while let Some(joined) = submitters.join_next().await {
         ids.extend(joined??);
     }
-    wait_all(sidecar, &ids).await?;
+    wait_for_artifacts(&artifacts.0, rendered_before + ids.len()).await?;
+    tokio::time::sleep(SETTLE).await;
+    let per_job = |before: f64, pid: u32| -> anyhow::Result<f64> {
+        Ok((cpu_ms(pid)? - before) / ids.len() as f64)
+    };
+    let cpu = JobPathCpu {
+        sidecar: per_job(cpu_before.0, sidecar.pid())?,
+        redis: per_job(cpu_before.1, redis.pid())?,
+        clients: per_job(cpu_before.2, own)?,
+    };
     let mut connection = redis.connection()?;
     let (mut first_created, mut last_finished) = (u64::MAX, 0);
     for id in &ids {
@@ -186,7 +229,15 @@ async fn job_path(
         first_created = first_created.min(created);
         last_finished = last_finished.max(finished);
     }
-    Ok(ids.len() as f64 / ((last_finished.saturating_sub(first_created)).max(1) as f64 / 1000.0))
+    // The artifacts go, so that watching the directory stays cheap round after round.
+    for entry in std::fs::read_dir(&artifacts.0)?.filter_map(Result::ok) {
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let rate =
+        ids.len() as f64 / ((last_finished.saturating_sub(first_created)).max(1) as f64 / 1000.0);
+    Ok((rate, cpu))
 }
 
 async fn wait_all(sidecar: &Server, ids: &[String]) -> anyhow::Result<()> {
@@ -236,33 +287,56 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
     for (_, make, _) in kinds {
         let r = renderer.clone();
         tokio::task::spawn_blocking(move || bare(&r, make, 8, workers)).await??;
-        job_path(&sidecar, &redis, prefix, make, 8, 1_000_000).await?;
+        job_path(&sidecar, &redis, &artifacts, prefix, make, 8, 1_000_000).await?;
     }
 
     let mut charts = vec![];
     for (chart, make, count) in kinds {
         let (mut bare_rates, mut job_rates) = (vec![], vec![]);
+        let (mut bare_cpu, mut sidecar_cpu, mut redis_cpu, mut client_cpu) =
+            (vec![], vec![], vec![], vec![]);
         for round in 0..counts.rounds {
             // Alternate which way goes first, so neither always follows the other.
             let bare_first = round % 2 == 0;
-            let mut bare_rate = 0.0;
-            let mut job_rate = 0.0;
+            let mut bare_way = (0.0, 0.0);
+            let mut job_way = (0.0, None);
             for way in 0..2 {
                 if (way == 0) == bare_first {
                     let r = renderer.clone();
-                    bare_rate = tokio::task::spawn_blocking(move || bare(&r, make, count, workers))
+                    bare_way = tokio::task::spawn_blocking(move || bare(&r, make, count, workers))
                         .await??;
                 } else {
-                    job_rate =
-                        job_path(&sidecar, &redis, prefix, make, count, round * 100_000).await?;
+                    let (rate, cpu) = job_path(
+                        &sidecar,
+                        &redis,
+                        &artifacts,
+                        prefix,
+                        make,
+                        count,
+                        round * 100_000,
+                    )
+                    .await?;
+                    job_way = (rate, Some(cpu));
                 }
             }
+            let ((bare_rate, bare_ms), (job_rate, Some(job_cpu))) = (bare_way, job_way) else {
+                bail!("a round ran only one way");
+            };
             eprintln!(
-                "{chart} round {round}: bare {bare_rate:.1}/s, job path {job_rate:.1}/s ({:.1}%)",
-                100.0 * job_rate / bare_rate
+                "{chart} round {round}: bare {bare_rate:.1}/s, job path {job_rate:.1}/s ({:.1}%); \
+                 CPU ms a job: bare {bare_ms:.2}, sidecar {:.2} ({:.2}×), Redis {:.2}, clients {:.2}",
+                100.0 * job_rate / bare_rate,
+                job_cpu.sidecar,
+                job_cpu.sidecar / bare_ms,
+                job_cpu.redis,
+                job_cpu.clients,
             );
             bare_rates.push(bare_rate);
             job_rates.push(job_rate);
+            bare_cpu.push(bare_ms);
+            sidecar_cpu.push(job_cpu.sidecar);
+            redis_cpu.push(job_cpu.redis);
+            client_cpu.push(job_cpu.clients);
         }
         let ratios: Vec<f64> = job_rates
             .iter()
@@ -277,6 +351,17 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
             job_path: Spread::of(&job_rates),
             bare_jobs_per_second: bare_rates,
             job_path_jobs_per_second: job_rates,
+            sidecar_cpu_ratio: Spread::of(
+                &sidecar_cpu
+                    .iter()
+                    .zip(&bare_cpu)
+                    .map(|(sidecar, bare)| sidecar / bare)
+                    .collect::<Vec<_>>(),
+            ),
+            bare_cpu_ms_per_job: bare_cpu,
+            sidecar_cpu_ms_per_job: sidecar_cpu,
+            redis_cpu_ms_per_job: redis_cpu,
+            client_cpu_ms_per_job: client_cpu,
         });
     }
     drop(sidecar);
@@ -332,6 +417,20 @@ pub fn markdown(report: &RenderBaselineReport) -> String {
             100.0 * chart.ratio.min,
             100.0 * chart.ratio.median,
             100.0 * chart.ratio.max,
+        );
+    }
+    out += "\n| chart: CPU ms a job, medians of the rounds | bare renderer | job path: sidecar | sidecar ÷ bare min / median / max | Redis | submitting clients |\n|---|---|---|---|---|---|\n";
+    for chart in &report.charts {
+        out += &format!(
+            "| {} | {:.2} | {:.2} | {:.2}× / **{:.2}×** / {:.2}× | {:.2} | {:.2} |\n",
+            chart.chart,
+            crate::stats::median(chart.bare_cpu_ms_per_job.clone()),
+            crate::stats::median(chart.sidecar_cpu_ms_per_job.clone()),
+            chart.sidecar_cpu_ratio.min,
+            chart.sidecar_cpu_ratio.median,
+            chart.sidecar_cpu_ratio.max,
+            crate::stats::median(chart.redis_cpu_ms_per_job.clone()),
+            crate::stats::median(chart.client_cpu_ms_per_job.clone()),
         );
     }
     out += &format!(

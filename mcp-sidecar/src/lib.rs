@@ -37,6 +37,7 @@ use crate::{
     jobs::{
         connection::{Redis, RedisSettings},
         events::TaskEvents,
+        pool::RenderPool,
         store::{JobStore, StoreError, StoreSettings},
         worker::{RenderWorker, WorkerContext},
     },
@@ -65,7 +66,13 @@ pub enum StartupError {
     Redis(#[from] jobs::connection::ConnectionError),
     #[error("artifact store: {0}")]
     Artifacts(#[from] ArtifactError),
+    #[error("cannot start the render threads: {0}")]
+    RenderThreads(std::io::Error),
 }
+
+/// Stack size of every runtime and render thread. The SVG guard keeps usvg's recursion
+/// shallow; this is margin on top, not the protection itself.
+pub const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Bound on each Redis operation a tool call waits for.
 const STORE_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -176,6 +183,10 @@ impl App {
             artifacts,
             renderer: Arc::new(Renderer::new()),
             render_permits: Arc::new(Semaphore::new(worker_count.max(1))),
+            render_pool: Arc::new(
+                RenderPool::new(worker_count, THREAD_STACK_BYTES)
+                    .map_err(StartupError::RenderThreads)?,
+            ),
             render_timeout: config.render_timeout,
             drain: config.shutdown_grace.saturating_sub(SHUTDOWN_MARGIN),
         };

@@ -1,16 +1,12 @@
 use anyhow::Context;
 use clap::Parser;
-use mcp_sidecar::{App, config::Config};
+use mcp_sidecar::{App, THREAD_STACK_BYTES, config::Config};
 
 /// mimalloc instead of glibc's allocator: profiling the tool-call hot path under load showed
 /// a fifth of the time in glibc malloc/free and its arena locks (many small, short-lived
 /// allocations across threads); mimalloc's thread-local heaps remove the contention.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Stack size of every runtime thread, the render threads included. The SVG guard keeps
-/// usvg's recursion shallow; this is margin on top, not the protection itself.
-const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -3,5 +3,6 @@
 pub mod connection;
 pub mod events;
 pub mod model;
+pub mod pool;
 pub mod store;
 pub mod worker;

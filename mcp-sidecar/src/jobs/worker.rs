@@ -6,11 +6,12 @@
 //! While a job runs, the worker renews its lease every lease/3, and at each stage together
 //! with the progress report; the reports go out alongside the work, in stage order, and the
 //! job's end waits for them. If a renewal says the job was cancelled or taken over, the worker
-//! stops working on it. A job's CPU stages run one after another on one blocking thread; a
-//! semaphore with one permit per configured render worker bounds how many run at once, and a
-//! permit is released only when its thread ends, even if the job stopped waiting for it
-//! (render time-out, cancellation). Each permit is shared by [`LOOPS_PER_PERMIT`] worker
-//! loops, so one job's Redis round trips and upload overlap another's drawing.
+//! stops working on it. A job's CPU stages run one after another on one of the render threads
+//! (`pool`); a semaphore with one permit per configured render worker (and thread) bounds how
+//! many run at once, and a permit is released only when its work ends, even if the job
+//! stopped waiting for it (render time-out, cancellation). Each permit is shared by
+//! [`LOOPS_PER_PERMIT`] worker loops, so one job's Redis round trips and upload overlap
+//! another's drawing.
 //!
 //! On shutdown a worker takes no new job and gives the one in hand until `drain` to finish;
 //! after that it hands the job back to the queue for another worker.
@@ -27,6 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     model::ArtifactRecord,
+    pool::RenderPool,
     store::{ClaimedJob, Delivery, Failure, JobStore, Ownership, Progress, Recorded, StoreError},
 };
 use crate::{
@@ -92,8 +94,10 @@ pub struct WorkerContext {
     pub store: JobStore,
     pub artifacts: ArtifactStore,
     pub renderer: Arc<Renderer>,
-    /// One permit per render that may run on a blocking thread at once.
+    /// One permit per render that may run at once.
     pub render_permits: Arc<Semaphore>,
+    /// The threads the renders run on, as many as permits.
+    pub render_pool: Arc<RenderPool>,
     /// Bound on a job's CPU stages together.
     pub render_timeout: Duration,
     /// On shutdown, how long a job in hand may take before it is handed back.
@@ -420,7 +424,7 @@ impl RenderWorker {
         .await?
     }
 
-    /// Runs `stages` in order on one blocking thread, holding one render permit until the
+    /// Runs `stages` in order on one render thread, holding one render permit until the
     /// thread ends (even if the job stops waiting for it), and digests the output there too.
     /// Each stage's index goes to `started` as it begins; once nobody receives them (the job
     /// was cancelled, superseded or timed out), the thread stops before the next stage.
@@ -440,33 +444,35 @@ impl RenderWorker {
                 .map_err(|_| Stop::Failed(Failure::Internal, "render pool closed".to_owned()))?,
             () = self.shutdown.cancelled() => return Err(Stop::HandBack),
         };
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut work = Work::Spec(spec);
-            for (index, stage) in stages.into_iter().enumerate() {
-                if started.send(index).is_err() {
-                    return Err((Failure::Internal, "the job stopped waiting".to_owned()));
+        self.context
+            .render_pool
+            .run(move || {
+                let _permit = permit;
+                let mut work = Work::Spec(spec);
+                for (index, stage) in stages.into_iter().enumerate() {
+                    if started.send(index).is_err() {
+                        return Err((Failure::Internal, "the job stopped waiting".to_owned()));
+                    }
+                    let span = stage_span(stage, &job_span);
+                    let _in_stage = span.enter();
+                    work = renderer.advance(stage, work).map_err(|error| {
+                        span.record("otel.status_code", "ERROR");
+                        tracing::info!(%error, "render stage failed");
+                        (Failure::Render, error.to_string())
+                    })?;
                 }
-                let span = stage_span(stage, &job_span);
-                let _in_stage = span.enter();
-                work = renderer.advance(stage, work).map_err(|error| {
-                    span.record("otel.status_code", "ERROR");
-                    tracing::info!(%error, "render stage failed");
-                    (Failure::Render, error.to_string())
-                })?;
-            }
-            let Work::Output(bytes) = work else {
-                return Err((
-                    Failure::Internal,
-                    "internal error: nothing to upload".to_owned(),
-                ));
-            };
-            let sha256 = sha256_hex(&bytes);
-            Ok((bytes, sha256))
-        })
-        .await
-        .map_err(|error| Stop::Failed(Failure::Internal, format!("render thread failed: {error}")))?
-        .map_err(|(failure, error)| Stop::Failed(failure, error))
+                let Work::Output(bytes) = work else {
+                    return Err((
+                        Failure::Internal,
+                        "internal error: nothing to upload".to_owned(),
+                    ));
+                };
+                let sha256 = sha256_hex(&bytes);
+                Ok((bytes, sha256))
+            })
+            .await
+            .map_err(|error| Stop::Failed(Failure::Internal, error.to_string()))?
+            .map_err(|(failure, error)| Stop::Failed(failure, error))
     }
 
     /// Awaits `work` while renewing the lease every lease/3; stops early if the job was
