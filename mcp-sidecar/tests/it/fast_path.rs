@@ -183,13 +183,29 @@ fn cases() -> Vec<Case> {
 }
 
 async fn send(sidecar: &SidecarProcess, case: &Case, id: &str, origin: bool) -> Answer {
+    send_with(sidecar, case, id, origin, &[]).await
+}
+
+/// Sends `case` with the `base` headers first, but for those the case sets itself.
+async fn send_with(
+    sidecar: &SidecarProcess,
+    case: &Case,
+    id: &str,
+    origin: bool,
+    base: &[(&str, &str)],
+) -> Answer {
     let quoted = format!("\"{id}\"");
     let mut request = reqwest::Client::new()
         .post(sidecar.mcp_url())
         .header("content-type", "application/json")
         .header("accept", case.accept)
         .body(case.body.replace("__ID__", &quoted));
-    for (name, value) in case.headers {
+    let set_by_case = |name: &str| case.headers.iter().any(|(own, _)| *own == name);
+    for (name, value) in base
+        .iter()
+        .filter(|(name, _)| !set_by_case(name))
+        .chain(case.headers)
+    {
         request = request.header(*name, *value);
     }
     if origin {
@@ -342,7 +358,7 @@ async fn open_session(sidecar: &SidecarProcess) -> String {
     session
 }
 
-/// Sends `case` in `session` (its id replaced by `session_id` when the case names one).
+/// Sends `case` in `session`, on `SESSION_VERSION` (unless the case names other headers).
 async fn send_in_session(
     sidecar: &SidecarProcess,
     session: &str,
@@ -350,45 +366,11 @@ async fn send_in_session(
     id: &str,
     origin: bool,
 ) -> Answer {
-    let mut headers: Vec<(&str, &str)> = vec![("mcp-protocol-version", SESSION_VERSION)];
-    if !case
-        .headers
-        .iter()
-        .any(|(name, _)| *name == "mcp-session-id")
-    {
-        headers.push(("mcp-session-id", session));
-    }
-    headers.extend(case.headers.iter().copied());
-    headers.dedup_by(|later, earlier| {
-        later.0 == earlier.0 && {
-            *earlier = *later;
-            true
-        }
-    });
-    let quoted = format!("\"{id}\"");
-    let mut request = reqwest::Client::new()
-        .post(sidecar.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", case.accept)
-        .body(case.body.replace("__ID__", &quoted));
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    if origin {
-        request = request.header("origin", "http://127.0.0.1");
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|value| value.to_str().unwrap().to_owned());
-    let body = response.text().await.unwrap().replace(&quoted, "\"ID\"");
-    Answer {
-        status,
-        content_type,
-        body,
-    }
+    let base = [
+        ("mcp-protocol-version", SESSION_VERSION),
+        ("mcp-session-id", session),
+    ];
+    send_with(sidecar, case, id, origin, &base).await
 }
 
 /// Pings until one is answered on the fast path: the session's peer is recorded when its
