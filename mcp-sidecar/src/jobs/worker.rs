@@ -339,7 +339,7 @@ impl RenderWorker {
         }
     }
 
-    /// Runs every stage: the CPU stages one after another on one blocking thread, then the
+    /// Runs every stage: the CPU stages one after another on one render thread, then the
     /// upload. Each stage's start is reported (with a lease renewal) in stage order, alongside
     /// the work rather than before it: a stage does not wait for the round trip that reports
     /// it, and the job's end waits for every report. The lease is also renewed every lease/3.
