@@ -1,7 +1,8 @@
 //! Rendering, the CPU stages of a render job: charts become SVG, SVG becomes pixels, pixels
 //! become PNG. [`Renderer::advance`] runs one stage on the [`Work`] the stage before produced;
 //! which stages a spec goes through is [`spec::RenderSpec::stages`]. The last stage, the upload,
-//! is the worker's (`jobs::worker`), which also runs these stages on its render threads (`jobs::pool`).
+//! is the worker's (`jobs::worker`), which also runs these stages on its render threads
+//! (`jobs::pool`).
 //!
 //! Safety of untrusted SVG, in the order the checks run:
 //! 1. the spec bounds (source size, output size in pixels) in [`spec`], checked when the spec
