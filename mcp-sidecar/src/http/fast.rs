@@ -169,44 +169,23 @@ impl FastPath {
         {
             return None;
         }
-        let version = single(headers, PROTOCOL_VERSION_HEADER)?;
-        let Some(sessions) = &self.sessions else {
-            let peer = self.peer_for(version)?;
-            return match parse(body)? {
-                ClientJsonRpcMessage::Notification(_) => Some(Accepted::Notification),
-                ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => {
-                    Some(Accepted::Request {
-                        peer: peer.clone(),
-                        request,
-                    })
-                }
-                _ => None,
-            };
-        };
-        // rmcp's session path checks only that a version header names a known version; one
-        // on 2026-07-28 or later is not a session request at all.
-        let legacy = match version {
-            None => true,
-            Some(value) => {
-                let value = value.to_str().ok()?;
-                ProtocolVersion::KNOWN_VERSIONS
-                    .iter()
-                    .any(|known| known.as_str() == value)
-                    && is_legacy(value)
+        // rmcp's session path checks only that a version header names a known version; one on
+        // 2026-07-28 or later is not a session request at all.
+        let version = legacy_version(single(headers, PROTOCOL_VERSION_HEADER)?)?;
+        let request = match parse(body)? {
+            // Stateful: notifications go to the session (they initialize and cancel).
+            ClientJsonRpcMessage::Notification(_) if self.sessions.is_none() => {
+                return Some(Accepted::Notification);
             }
+            ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => request,
+            _ => return None,
         };
-        if !legacy {
-            return None;
-        }
-        let session = single(headers, SESSION_ID_HEADER)??.to_str().ok()?;
-        match parse(body)? {
-            ClientJsonRpcMessage::Request(request) if is_plain(&request.request) => {
-                // Last: it may make this request the session's periodic one through rmcp.
-                let peer = sessions.peer(session)?;
-                Some(Accepted::Request { peer, request })
-            }
-            _ => None,
-        }
+        let peer = match &self.sessions {
+            None => self.peer_for(version)?.clone(),
+            // Last: it may make this request the session's periodic one through rmcp.
+            Some(sessions) => sessions.peer(single(headers, SESSION_ID_HEADER)??.to_str().ok()?)?,
+        };
+        Some(Accepted::Request { peer, request })
     }
 
     /// Answers an accepted request as rmcp would. `parts` are the request's own: the handler
@@ -299,16 +278,11 @@ impl FastPath {
         })
     }
 
-    /// Stateless: the parked peer for the request's protocol version header, if it is one
-    /// served here.
-    fn peer_for(&self, header: Option<&HeaderValue>) -> Option<&Peer<RoleServer>> {
-        let version = match header {
-            None => DEFAULT_VERSION.as_str(),
-            Some(value) => value.to_str().ok()?,
-        };
+    /// Stateless: the parked peer for `version`.
+    fn peer_for(&self, version: &ProtocolVersion) -> Option<&Peer<RoleServer>> {
         self.peers
             .iter()
-            .find(|(served, _)| served.as_str() == version)
+            .find(|(served, _)| served == version)
             .map(|(_, parked)| parked.peer())
     }
 }
@@ -334,6 +308,18 @@ impl AllowedHost {
 /// A version before 2026-07-28, whose clients initialize (and may hold sessions).
 fn is_legacy(version: &str) -> bool {
     version < ProtocolVersion::V_2026_07_28.as_str()
+}
+
+/// The known version before 2026-07-28 that a request's `MCP-Protocol-Version` header names
+/// (rmcp assumes 2025-03-26 without one); `None` for any other.
+fn legacy_version(header: Option<&HeaderValue>) -> Option<&'static ProtocolVersion> {
+    let named = match header {
+        None => DEFAULT_VERSION.as_str(),
+        Some(value) => value.to_str().ok()?,
+    };
+    ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .find(|known| known.as_str() == named && is_legacy(named))
 }
 
 /// rmcp's `normalize_host` without the lower-casing.

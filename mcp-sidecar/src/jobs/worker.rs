@@ -424,8 +424,8 @@ impl RenderWorker {
         .await?
     }
 
-    /// Runs `stages` in order on one render thread, holding one render permit until the
-    /// thread ends (even if the job stops waiting for it), and digests the output there too.
+    /// Runs `stages` in order on one render thread, holding one render permit until that
+    /// work ends (even if the job stops waiting for it), and digests the output there too.
     /// Each stage's index goes to `started` as it begins; once nobody receives them (the job
     /// was cancelled, superseded or timed out), the thread stops before the next stage.
     async fn render(
