@@ -1,6 +1,7 @@
 //! The render pipeline against the renderer it wraps. The bare baseline renders and
-//! PNG-encodes the same specs in this process with the sidecar's own `Renderer` (same crates,
-//! same stages, no Redis, no queue, no upload) on one thread per core; the job path submits
+//! PNG-encodes the same specs with the sidecar's own `Renderer` (same crates, same stages, no
+//! Redis, no queue, no upload) on one thread per core, in the `bare-render` process, which has
+//! the sidecar's allocator (mimalloc; this process keeps the system one); the job path submits
 //! the same number of jobs to a release sidecar with as many render workers, over MCP, and
 //! takes the first job's `created_at` to the last one's `finished_at` from the job records.
 //! The two alternate, round by round, so drift on a shared machine hits both alike.
@@ -11,19 +12,10 @@
 //! round also records the CPU time every process spent per job (`/proc/<pid>/stat`), which
 //! says where the job path's time goes and drifts less than jobs/s with the machine's speed.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mcp_sidecar::render::{
-    Renderer, Work,
-    spec::{MAX_DIMENSION, MAX_PIXELS, RenderSpec, Stage},
-};
+use mcp_sidecar::render::spec::{MAX_DIMENSION, MAX_PIXELS};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -63,9 +55,9 @@ pub struct ChartReport {
     pub ratio: Spread,
     pub bare: Spread,
     pub job_path: Spread,
-    /// CPU ms per job, per round: the bare renderer (this process while only its render
-    /// threads run), and on the job path the sidecar, Redis and the submitting clients (this
-    /// process: rmcp clients and the status polls that wait for the batch).
+    /// CPU ms per job, per round: the bare renderer (the `bare-render` process while it
+    /// renders), and on the job path the sidecar, Redis and the submitting clients (this
+    /// process: the rmcp clients and the look at the artifact folder that waits for the batch).
     pub bare_cpu_ms_per_job: Vec<f64>,
     pub sidecar_cpu_ms_per_job: Vec<f64>,
     pub redis_cpu_ms_per_job: Vec<f64>,
@@ -117,53 +109,47 @@ fn large_chart(seed: usize) -> Value {
     line_chart(seed, 1600, 1000, 500)
 }
 
-/// `count` specs made by `make`, rendered to PNG bytes on `threads` threads; jobs/s and this
-/// process's CPU ms per job meanwhile (its other threads idle).
+/// `count` specs made by `make`, rendered to PNG bytes on `threads` threads by the
+/// `bare-render` process (the sidecar's renderer and allocator); jobs/s and that process's CPU
+/// ms per job while rendering.
 #[allow(clippy::cast_precision_loss)]
-fn bare(
-    renderer: &Arc<Renderer>,
-    make: fn(usize) -> Value,
-    count: usize,
-    threads: usize,
-) -> anyhow::Result<(f64, f64)> {
-    // The specs are built before the clock starts, as the job path's are by its clients.
-    let specs: Arc<Vec<Value>> = Arc::new((0..count).map(make).collect());
-    let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = cpu_ms(std::process::id())?;
-    let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (renderer, specs, next) = (renderer.clone(), specs.clone(), next.clone());
-            std::thread::spawn(move || -> anyhow::Result<usize> {
-                let mut bytes = 0;
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(value) = specs.get(index) else {
-                        return Ok(bytes);
-                    };
-                    // As the worker does: a spec from JSON, then every CPU stage in order.
-                    let spec = RenderSpec::from_json(value.clone())?;
-                    let stages = spec.stages();
-                    let mut work = Work::Spec(spec);
-                    for stage in stages.iter().filter(|s| **s != Stage::Uploading) {
-                        work = renderer.advance(*stage, work)?;
-                    }
-                    let Work::Output(png) = work else {
-                        bail!("the pipeline did not end in output");
-                    };
-                    bytes += png.len();
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        let bytes = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("render thread panicked"))??;
-        std::hint::black_box(bytes);
+fn bare(make: fn(usize) -> Value, count: usize, threads: usize) -> anyhow::Result<(f64, f64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let binary = release_dir().join("bare-render");
+    let mut child = std::process::Command::new(&binary)
+        .arg(threads.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    let mut read_line = |line: &mut String| -> anyhow::Result<()> {
+        line.clear();
+        if stdout.read_line(line)? == 0 {
+            bail!("bare-render ended early");
+        }
+        Ok(())
+    };
+    // The specs are built and parsed before the clock starts, as the job path's are by its
+    // clients.
+    let specs: Vec<Value> = (0..count).map(make).collect();
+    writeln!(stdin, "{}", serde_json::to_string(&specs)?)?;
+    read_line(&mut line)?;
+    let cpu_before = cpu_ms(child.id())?;
+    writeln!(stdin, "go")?;
+    read_line(&mut line)?;
+    let cpu = (cpu_ms(child.id())? - cpu_before) / count as f64;
+    let result: Value = serde_json::from_str(&line)?;
+    drop(stdin);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("bare-render: {status}");
     }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let cpu = (cpu_ms(std::process::id())? - cpu_before) / count as f64;
+    let rate = result["jobs_per_second"]
+        .as_f64()
+        .context("bare-render said no rate")?;
     Ok((rate, cpu))
 }
 
@@ -260,7 +246,6 @@ async fn wait_all(sidecar: &Server, ids: &[String]) -> anyhow::Result<()> {
 #[allow(clippy::cast_precision_loss)]
 pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    let renderer = Arc::new(Renderer::new());
     let redis = Redis::start()?;
     let artifacts = TempDir::new("render-baseline")?;
     let prefix = "bench:";
@@ -285,8 +270,7 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
     ];
     // Warm both ways (page cache, connections, allocator) before anything is measured.
     for (_, make, _) in kinds {
-        let r = renderer.clone();
-        tokio::task::spawn_blocking(move || bare(&r, make, 8, workers)).await??;
+        tokio::task::spawn_blocking(move || bare(make, 8, workers)).await??;
         job_path(&sidecar, &redis, &artifacts, prefix, make, 8, 1_000_000).await?;
     }
 
@@ -302,9 +286,8 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
             let mut job_way = (0.0, None);
             for way in 0..2 {
                 if (way == 0) == bare_first {
-                    let r = renderer.clone();
-                    bare_way = tokio::task::spawn_blocking(move || bare(&r, make, count, workers))
-                        .await??;
+                    bare_way =
+                        tokio::task::spawn_blocking(move || bare(make, count, workers)).await??;
                 } else {
                     let (rate, cpu) = job_path(
                         &sidecar,
