@@ -129,7 +129,18 @@ async def main(url: str) -> None:
         final = await task.wait(timeout=60)
         check(final.status == "completed", f"render task ended {final.status}: {final}")
         result = await task.result()
-        check(result.structured_content == final.result["structuredContent"], "result() is tasks/get's result")
+        # Each read signs the download afresh (expiry = now + TTL, in whole seconds), so two
+        # reads a second apart differ in the URL's query and in expires_at, nothing else.
+        def stable(content: dict) -> dict:
+            content = dict(content)
+            content["url"] = content["url"].split("?", 1)[0]
+            content.pop("expires_at", None)
+            return content
+
+        check(
+            stable(result.structured_content) == stable(final.result["structuredContent"]),
+            f"result() is tasks/get's result: {result.structured_content} vs {final.result['structuredContent']}",
+        )
         check(result.structured_content["job_id"] == task.task_id, "the task id is the job id")
         seen["render"] = check_render_result(result)
 
