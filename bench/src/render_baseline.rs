@@ -124,22 +124,21 @@ fn bare(make: fn(usize) -> Value, count: usize, threads: usize) -> anyhow::Resul
         .with_context(|| format!("starting {}", binary.display()))?;
     let mut stdin = child.stdin.take().context("stdin")?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    let mut read_line = |line: &mut String| -> anyhow::Result<()> {
-        line.clear();
-        if stdout.read_line(line)? == 0 {
+    let mut read_line = || -> anyhow::Result<String> {
+        let mut line = String::new();
+        if stdout.read_line(&mut line)? == 0 {
             bail!("bare-render ended early");
         }
-        Ok(())
+        Ok(line)
     };
     // The specs are built and parsed before the clock starts, as the job path's are by its
     // clients.
     let specs: Vec<Value> = (0..count).map(make).collect();
     writeln!(stdin, "{}", serde_json::to_string(&specs)?)?;
-    read_line(&mut line)?;
+    read_line()?;
     let cpu_before = cpu_ms(child.id())?;
     writeln!(stdin, "go")?;
-    read_line(&mut line)?;
+    let line = read_line()?;
     let cpu = (cpu_ms(child.id())? - cpu_before) / count as f64;
     let result: Value = serde_json::from_str(&line)?;
     drop(stdin);
