@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -11,8 +11,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
+/// A free loopback port below the ephemeral range (see [`test_support::free_port`]): the
+/// load generators' own connections cannot take it before the server binds it.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(test_support::free_port())
 }
 
 /// The workspace's `target/release` directory.

@@ -28,12 +28,37 @@ pub fn temp_dir(label: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+///
+/// Ports come from [`PORTS`], below Linux's ephemeral range (32768–60999 by default), and each
+/// is handed out in turn within a test process. A port picked by binding port 0 is an ephemeral one:
+/// between the pick and the server's own bind, any outgoing connection of a test running in
+/// parallel could take it as its local port, and the server would fail with "address in use"
+/// (it did once in CI). Outgoing connections never take ports below the ephemeral range, and
+/// the counter keeps two tests of one process from picking the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Start somewhere different in each process, so that processes running side by side
+    // (two `cargo test` runs, a bench next to a test) rarely walk the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset < span fits in u16");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?} on 127.0.0.1")
 }
+
+/// Where [`free_port`] picks: below the ephemeral range, above the well-known services.
+pub const PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// Sends `request` as raw bytes on a new connection to `addr` and reads until the server
 /// closes it; nothing is normalized on the way. The request is written from another thread,
@@ -215,4 +240,27 @@ pub fn raw_json_post(host: &str, path: &str, extra: &[&str], body: &[u8]) -> Vec
     let mut request = request.into_bytes();
     request.extend_from_slice(body);
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        // The kernel's range for ports it picks itself (bind to 0, outgoing connections).
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..500).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "no port is handed out twice");
+        for port in &ports {
+            assert!(PORTS.contains(port), "{port} is in {PORTS:?}");
+            assert!(*port < ephemeral_low, "{port} is below {ephemeral_low}");
+        }
+        // What it hands out can be bound (nothing was left holding it).
+        std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+    }
 }

@@ -72,9 +72,19 @@ impl ServiceProcess {
                 println!("[{prefix}] {line}");
             }
         });
-        let addr: SocketAddr = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{label} logs \"{ready}\""));
+        let addr: SocketAddr = match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            // The reader hung up: stdout closed before the line, so the process has ended.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().expect("the process can be waited on");
+                panic!("{label} exited ({status}) before logging \"{ready}\"; its stderr is above")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{label} did not log \"{ready}\" within 30 s")
+            }
+        };
         Self { addr, child, logs }
     }
 

@@ -13,7 +13,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -40,17 +39,9 @@ use mcp_sidecar::{
 use rsa::{pkcs1v15, pkcs8::DecodePublicKey, signature::Verifier};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use test_support::installed_tool;
+use test_support::{free_port, installed_tool};
 
 const BUCKET: &str = "renders-test";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The GCS emulator from PyPI on a free loopback port, with the test bucket.
 struct Emulator {
