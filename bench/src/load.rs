@@ -53,10 +53,12 @@ pub async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-fn request(
+/// A POST of `body` to `path`, with the headers an MCP client sends (and the session's, if
+/// any).
+pub fn request(
     addr: std::net::SocketAddr,
     path: &str,
-    body: &'static str,
+    body: impl Into<Bytes>,
     session: Option<&str>,
     traceparent: Option<&str>,
 ) -> anyhow::Result<Request<Full<Bytes>>> {
@@ -72,7 +74,7 @@ fn request(
     if let Some(traceparent) = traceparent {
         builder = builder.header("traceparent", traceparent);
     }
-    Ok(builder.body(Full::new(Bytes::from_static(body.as_bytes())))?)
+    Ok(builder.body(Full::new(body.into()))?)
 }
 
 /// Sends one request and returns the status and the whole body.

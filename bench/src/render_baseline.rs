@@ -2,7 +2,9 @@
 //! PNG-encodes the same specs with the sidecar's own `Renderer` (same crates, same stages, no
 //! Redis, no queue, no upload) on one thread per core, in the `bare-render` process, which has
 //! the sidecar's allocator (mimalloc; this process keeps the system one); the job path submits
-//! the same number of jobs to a release sidecar with as many render workers, over MCP, and
+//! the same number of jobs to a release sidecar with as many render workers, over MCP
+//! (`tools/call start_render` POSTs from 8 kept-alive HTTP/1.1 connections, as `load` sends
+//! its calls: the load generator should cost the shared cores little), and
 //! takes the first job's `created_at` to the last one's `finished_at` from the job records.
 //! The two alternate, round by round, so drift on a shared machine hits both alike.
 //!
@@ -15,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use mcp_sidecar::render::spec::{MAX_DIMENSION, MAX_PIXELS};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -24,6 +27,7 @@ use crate::{
         SETTLE, artifact_count, call, connect, job_times, sidecar_env, small_chart,
         wait_for_artifacts,
     },
+    load,
     processes::{Redis, Server, TempDir, cpu_ms, release_dir},
     stats::Spread,
 };
@@ -57,7 +61,7 @@ pub struct ChartReport {
     pub job_path: Spread,
     /// CPU ms per job, per round: the bare renderer (the `bare-render` process while it
     /// renders), and on the job path the sidecar, Redis and the submitting clients (this
-    /// process: the rmcp clients and the look at the artifact folder that waits for the batch).
+    /// process: the HTTP clients and the look at the artifact folder that waits for the batch).
     pub bare_cpu_ms_per_job: Vec<f64>,
     pub sidecar_cpu_ms_per_job: Vec<f64>,
     pub redis_cpu_ms_per_job: Vec<f64>,
@@ -174,21 +178,37 @@ async fn job_path(
     seed: usize,
 ) -> anyhow::Result<(f64, JobPathCpu)> {
     let own = std::process::id();
+    // Each client's requests are made before anything is measured: the clients' CPU below is
+    // what sending them and reading the answers costs.
+    let per_client = count.div_ceil(8);
+    let mut batches = vec![];
+    for client_index in 0..8 {
+        let bodies: Vec<Bytes> = (0..per_client)
+            .map(|i| client_index * per_client + i)
+            .take_while(|&index| index < count)
+            .map(|index| {
+                let call = json!({
+                    "jsonrpc": "2.0",
+                    "id": index + 1,
+                    "method": "tools/call",
+                    "params": {"name": "start_render", "arguments": {"spec": make(seed + index)}},
+                });
+                Bytes::from(call.to_string())
+            })
+            .collect();
+        batches.push((load::connect(sidecar.addr).await?, bodies));
+    }
     let rendered_before = artifact_count(&artifacts.0)?;
     let cpu_before = (cpu_ms(sidecar.pid())?, cpu_ms(redis.pid())?, cpu_ms(own)?);
     let mut submitters = tokio::task::JoinSet::new();
-    let per_client = count.div_ceil(8);
-    for client_index in 0..8 {
-        let client = connect(sidecar).await?;
-        let specs: Vec<Value> = (0..per_client)
-            .map(|i| make(seed + client_index * per_client + i))
-            .take(count.saturating_sub(client_index * per_client))
-            .collect();
+    let addr = sidecar.addr;
+    for (mut sender, bodies) in batches {
         submitters.spawn(async move {
             let mut ids = vec![];
-            for spec in specs {
-                let job = call(&client, "start_render", json!({"spec": spec})).await?;
-                ids.push(job["job_id"].as_str().context("job_id")?.to_owned());
+            for body in bodies {
+                let request = load::request(addr, "/mcp", body, None, None)?;
+                let (status, answer, _) = load::send(&mut sender, request).await?;
+                ids.push(job_id(status, &answer)?);
             }
             anyhow::Ok(ids)
         });
@@ -223,6 +243,24 @@ async fn job_path(
     let rate =
         ids.len() as f64 / ((last_finished.saturating_sub(first_created)).max(1) as f64 / 1000.0);
     Ok((rate, cpu))
+}
+
+/// The job id in a stateless server's JSON answer to `tools/call start_render`.
+fn job_id(status: u16, answer: &[u8]) -> anyhow::Result<String> {
+    let text = || String::from_utf8_lossy(answer);
+    if status != 200 {
+        bail!("start_render answered HTTP {status}: {}", text());
+    }
+    let answer: Value = serde_json::from_slice(answer)
+        .with_context(|| format!("start_render's answer is not JSON: {}", text()))?;
+    let result = &answer["result"];
+    if result["isError"] == true || result.is_null() {
+        bail!("start_render failed: {answer}");
+    }
+    result["structuredContent"]["job_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no job_id in {answer}"))
 }
 
 async fn wait_all(sidecar: &Server, ids: &[String]) -> anyhow::Result<()> {
