@@ -3,9 +3,10 @@
 //! One step is exposed, [`RenderWorker::try_run_one`], so tests can drive a worker without
 //! sleeping; [`RenderWorker::run`] is the trivial loop around it.
 //!
-//! While a job runs, the worker renews its lease every lease/3, and at each stage together
-//! with the progress report; the reports go out alongside the work, in stage order, and the
-//! job's end waits for them. If a renewal says the job was cancelled or taken over, the worker
+//! While a job runs, the worker renews its lease every lease/3, and with each progress report.
+//! A stage is reported once it has run for [`REPORT_AFTER`]: a stage over sooner is left
+//! out, since the next report or the job's end says more. The reports go out alongside the
+//! work, in stage order, and the job's end waits for the one on its way. If a renewal says the job was cancelled or taken over, the worker
 //! stops working on it. A job's CPU stages run one after another on one of the render threads
 //! (`pool`); a semaphore with one permit per configured render worker (and thread) bounds how
 //! many run at once, and a permit is released only when its work ends, even if the job
@@ -81,6 +82,13 @@ fn stage_span(stage: Stage, job: &tracing::Span) -> tracing::Span {
 /// Worker loops per render permit (`RENDER_WORKERS`): while one job draws, the next is
 /// claimed and the previous one uploaded and recorded, so the permits are rarely idle.
 pub const LOOPS_PER_PERMIT: usize = 2;
+
+/// How long a stage runs before it is reported. Each report is a Redis write and a message
+/// to every sidecar's task-events subscription; a stage over within this time would be
+/// superseded before anyone could see it. Most chart jobs draw in 5-100 ms: they go from
+/// `starting` straight to `done`, and a stage that lasts is still reported this long after it
+/// begins.
+pub const REPORT_AFTER: Duration = Duration::from_millis(50);
 
 /// How long a worker waits on an empty queue before checking for stale jobs again.
 const POLL: Duration = Duration::from_secs(2);
@@ -340,9 +348,10 @@ impl RenderWorker {
     }
 
     /// Runs every stage: the CPU stages one after another on one render thread, then the
-    /// upload. Each stage's start is reported (with a lease renewal) in stage order, alongside
-    /// the work rather than before it: a stage does not wait for the round trip that reports
-    /// it, and the job's end waits for every report. The lease is also renewed every lease/3.
+    /// upload. A stage still running [`REPORT_AFTER`] after it began is reported (with a lease
+    /// renewal), in stage order, alongside the work rather than before it: a stage does not
+    /// wait for the round trip that reports it, and the job's end waits for a report on its
+    /// way. The lease is also renewed every lease/3.
     async fn run_pipeline(&self, job: &ClaimedJob) -> Result<Rendered, Stop> {
         let value: serde_json::Value = serde_json::from_str(&job.spec_json).map_err(|error| {
             Stop::Failed(
@@ -364,7 +373,14 @@ impl RenderWorker {
 
         let (started, mut reports) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let reporting = async {
-            while let Some(index) = reports.recv().await {
+            let mut next = reports.recv().await;
+            while let Some(index) = next {
+                // The next stage's start within REPORT_AFTER (or the work's end, which closes
+                // the channel) supersedes this one: nothing to say about it.
+                if let Ok(newer) = tokio::time::timeout(REPORT_AFTER, reports.recv()).await {
+                    next = newer;
+                    continue;
+                }
                 let message = format!("[{}/{total}] {}", index + 1, stages[index].name());
                 let progress = Progress {
                     stage: u32::try_from(index + 1).unwrap_or(u32::MAX),
@@ -376,6 +392,7 @@ impl RenderWorker {
                         .renew(job, &self.name, Some(progress))
                         .await?,
                 )?;
+                next = reports.recv().await;
             }
             Ok::<(), Stop>(())
         };
@@ -394,9 +411,9 @@ impl RenderWorker {
                     ))
                 })?;
 
-            // The upload, the last stage; then nothing more is reported.
+            // The upload, the last stage: reported if it lasts. The channel closes (and the
+            // reports end) when it is done.
             let _ = started.send(total - 1);
-            drop(started);
             let bytes = bytes::Bytes::from(bytes);
             let artifact = ArtifactRecord {
                 key: self.context.artifacts.key(&job.id, output),
@@ -412,6 +429,7 @@ impl RenderWorker {
                 .map_err(|error| {
                     Stop::Failed(Failure::Internal, format!("upload failed: {error}"))
                 })?;
+            drop(started);
             Ok::<_, Stop>(Rendered {
                 artifact,
                 total_stages: total,

@@ -246,7 +246,8 @@ impl RenderTools {
         Ok(CreateTaskResult::new(self.task(&snapshot)))
     }
 
-    /// Waits until the job ends (at most `RENDER_TIMEOUT`), reporting each stage as progress.
+    /// Waits until the job ends (at most `RENDER_TIMEOUT`), reporting each recorded stage (see
+    /// [`crate::jobs::worker::REPORT_AFTER`]) as progress.
     pub async fn wait_for_result(
         &self,
         id: &JobId,

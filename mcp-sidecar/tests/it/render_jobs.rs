@@ -543,3 +543,67 @@ async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_
         "the cause is in the log line: {line}"
     );
 }
+
+/// Each stage report is a Redis write and a message to every sidecar's task-events
+/// subscription, so only a stage that lasts `REPORT_AFTER` is reported: a small chart goes
+/// from `starting` to done with no report between, and a slow rasterization is still seen.
+#[tokio::test]
+async fn only_stages_that_last_are_reported() {
+    use futures::StreamExt;
+    let sidecar = spawn_sidecar(|_| {}).await;
+    let client = mcp_client(&sidecar.mcp_url()).await;
+    // Every change of a job is announced on the events channel by the script that makes it.
+    let mut announcements = redis::Client::open(sidecar.redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    announcements
+        .subscribe(format!("{}task-events", sidecar.key_prefix))
+        .await
+        .unwrap();
+
+    let fast = start(&client, chart_spec(320, 240, "png")).await;
+    let (status, _) = wait_terminal(&client, &fast, LIMIT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    // A blur over the whole canvas: rasterizing takes far longer than REPORT_AFTER.
+    let blurred = r#"<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="800">
+        <defs><filter id="b"><feGaussianBlur stdDeviation="60"/></filter></defs>
+        <g filter="url(#b)"><rect width="1200" height="800" fill="teal"/>
+        <circle cx="600" cy="400" r="300" fill="orange"/></g></svg>"#;
+    let slow = start(
+        &client,
+        json!({"kind": "svg", "svg": blurred, "width": 1200, "height": 800}),
+    )
+    .await;
+    let (status, messages) = wait_terminal(&client, &slow, LIMIT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert!(
+        messages
+            .iter()
+            .any(|message| message == "[2/4] rasterizing"),
+        "the long stage was reported: {messages:?}"
+    );
+
+    let mut fast_count = 0;
+    let mut slow_count = 0;
+    let mut stream = announcements.on_message();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(300), stream.next()).await
+    {
+        let job: String = message.get_payload().unwrap();
+        if job == fast {
+            fast_count += 1;
+        } else if job == slow {
+            slow_count += 1;
+        }
+    }
+    assert_eq!(
+        fast_count, 2,
+        "the small chart was announced when it started and when it ended, nothing between"
+    );
+    assert!(
+        slow_count >= 3,
+        "the slow job's long stage was announced too: {slow_count} announcements"
+    );
+}
