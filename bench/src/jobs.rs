@@ -288,6 +288,32 @@ pub fn artifact_count(dir: &std::path::Path) -> anyhow::Result<usize> {
 /// per standard-chart job: 0.9 → 0.5–0.6 ms).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// Waits until every job of `ids` has its PNG in `dir` (the local store's `{job_id}.png`),
+/// looking only for the ones not seen yet. Unlike [`wait_for_artifacts`] it needs no files
+/// removed between batches: on a file system without a journal (this machine's ext4), every
+/// inode freed in the last minute or more is skipped one by one each time a file is created,
+/// so deleting each batch's artifacts made the next batches' artifact writes dearer, round
+/// after round.
+pub async fn wait_for_pngs(dir: &std::path::Path, ids: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + BATCH_WITHIN;
+    let mut pending: Vec<std::path::PathBuf> =
+        ids.iter().map(|id| dir.join(format!("{id}.png"))).collect();
+    loop {
+        pending.retain(|path| !path.exists());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} renders done after {BATCH_WITHIN:?}",
+                ids.len() - pending.len(),
+                ids.len()
+            );
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
 /// Waits until `dir` holds `count` artifact files (written aside as dot-files, then linked into
 /// place): the bench learns that renders are done without asking Redis.
 pub async fn wait_for_artifacts(dir: &std::path::Path, count: usize) -> anyhow::Result<()> {

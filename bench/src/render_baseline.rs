@@ -23,10 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    jobs::{
-        SETTLE, artifact_count, call, connect, job_times, sidecar_env, small_chart,
-        wait_for_artifacts,
-    },
+    jobs::{SETTLE, call, connect, job_times, sidecar_env, small_chart, wait_for_pngs},
     load,
     processes::{Redis, Server, TempDir, cpu_ms, release_dir},
     stats::Spread,
@@ -198,7 +195,6 @@ async fn job_path(
             .collect();
         batches.push((load::connect(sidecar.addr).await?, bodies));
     }
-    let rendered_before = artifact_count(&artifacts.0)?;
     let cpu_before = (cpu_ms(sidecar.pid())?, cpu_ms(redis.pid())?, cpu_ms(own)?);
     let mut submitters = tokio::task::JoinSet::new();
     let addr = sidecar.addr;
@@ -217,7 +213,7 @@ async fn job_path(
     while let Some(joined) = submitters.join_next().await {
         ids.extend(joined??);
     }
-    wait_for_artifacts(&artifacts.0, rendered_before + ids.len()).await?;
+    wait_for_pngs(&artifacts.0, &ids).await?;
     tokio::time::sleep(SETTLE).await;
     let per_job = |before: f64, pid: u32| -> anyhow::Result<f64> {
         Ok((cpu_ms(pid)? - before) / ids.len() as f64)
@@ -234,12 +230,8 @@ async fn job_path(
         first_created = first_created.min(created);
         last_finished = last_finished.max(finished);
     }
-    // The artifacts go, so that watching the directory stays cheap round after round.
-    for entry in std::fs::read_dir(&artifacts.0)?.filter_map(Result::ok) {
-        if !entry.file_name().to_string_lossy().starts_with('.') {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
+    // The artifacts stay until the run ends (see `wait_for_pngs`: deleting them would make
+    // the next rounds' writes dearer on this file system).
     let rate =
         ids.len() as f64 / ((last_finished.saturating_sub(first_created)).max(1) as f64 / 1000.0);
     Ok((rate, cpu))
