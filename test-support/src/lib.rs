@@ -4,6 +4,7 @@
 //! by `scripts/install-test-tools`.
 #![allow(clippy::unwrap_used)] // test set-up: a failure should panic loudly
 
+pub mod conformance;
 pub mod metadata_server;
 pub mod otlp;
 pub mod process;

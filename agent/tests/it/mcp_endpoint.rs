@@ -17,24 +17,18 @@ use crate::common::{Stack, fakes::RemoteMcp, get_json};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::{
-    free_port, installed_tool, otlp::OtlpReceiver, process::ServiceProcess,
-    redis_server::RedisServer, temp_dir, workspace_root,
+    conformance::{describe, judge},
+    free_port, installed_tool,
+    otlp::OtlpReceiver,
+    process::ServiceProcess,
+    redis_server::RedisServer,
+    temp_dir, workspace_root,
 };
 
 fn peer_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(name)
-}
-
-/// A finished command's exit code, stdout and stderr, for a failure message.
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs a Python peer script (off the async runtime: the fakes it talks to run on it); asserts
@@ -392,7 +386,7 @@ fn run_conformance_scenario(
     extra: &[&str],
     results: &Path,
 ) -> (Output, Vec<Value>) {
-    let mut command = match suite {
+    let command = match suite {
         Suite::Current => node_command(&installed_tool("node/node_modules/.bin/conformance")),
         Suite::Next => {
             let mut command = node_command(&installed_tool("node/node_modules/.bin/node"));
@@ -402,22 +396,7 @@ fn run_conformance_scenario(
             command
         }
     };
-    let out_dir = results.join(scenario);
-    let output = command
-        .args(["server", "--url", url, "--scenario", scenario, "-o"])
-        .arg(&out_dir)
-        .args(extra)
-        .output()
-        .expect("the conformance suite runs");
-    let checks_file = std::fs::read_dir(&out_dir)
-        .ok()
-        .and_then(|mut entries| entries.next())
-        .and_then(Result::ok)
-        .map(|entry| entry.path().join("checks.json"))
-        .unwrap_or_else(|| panic!("{scenario}: no results written: {}", describe(&output)));
-    let checks: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(&checks_file).unwrap()).expect("checks.json");
-    (output, checks)
+    test_support::conformance::run_scenario(command, url, scenario, extra, results)
 }
 
 /// The scenario names of the installed `conformance-next` that start with `prefix`.
@@ -617,56 +596,27 @@ fn conformance_suites_pass_every_check_that_applies_through_the_agents_endpoint(
         };
         let (output, checks) =
             run_conformance_scenario(suite, &url, &scenario, extra, &results.join(label));
-        let count = |status: &str| checks.iter().filter(|c| c["status"] == status).count();
-        let (passed, failed, warnings) = (count("SUCCESS"), count("FAILURE"), count("WARNING"));
         let whole_scenario_excused = SCENARIOS_NOT_APPLICABLE
             .iter()
             .any(|(name, _)| *name == scenario);
-        let excused = |id: &str| {
-            CHECKS_NOT_APPLICABLE
-                .iter()
-                .any(|(name, check, _)| *name == scenario && *check == id)
-        };
-        let mut not_applicable = 0;
-        if whole_scenario_excused {
-            not_applicable = failed;
+        let verdict = judge(
+            label,
+            &scenario,
+            &checks,
+            CHECKS_NOT_APPLICABLE,
+            "CHECKS_NOT_APPLICABLE",
+            &output,
+        );
+        let (failed, not_applicable) = if whole_scenario_excused {
+            // Every failure of a scenario that does not apply here is excused.
+            (0, verdict.failed + verdict.not_applicable)
         } else {
-            for check in checks.iter().filter(|c| c["status"] == "FAILURE") {
-                let id = check["id"].as_str().unwrap_or_default();
-                if excused(id) {
-                    not_applicable += 1;
-                } else {
-                    problems.push(format!(
-                        "{label} {scenario}: {id} failed: {}",
-                        check["errorMessage"]
-                    ));
-                }
-            }
-            for (_, id, why) in CHECKS_NOT_APPLICABLE
-                .iter()
-                .filter(|(name, ..)| *name == scenario)
-            {
-                let seen = |status: &str| {
-                    checks
-                        .iter()
-                        .any(|c| c["id"] == *id && c["status"] == status)
-                };
-                if seen("SUCCESS") && !seen("FAILURE") {
-                    problems.push(format!(
-                        "{scenario}: {id} now passes; take it off CHECKS_NOT_APPLICABLE ({why})"
-                    ));
-                }
-            }
-            if passed == 0 {
-                problems.push(format!(
-                    "{label} {scenario}: no check passed: {}",
-                    describe(&output)
-                ));
-            }
-        }
+            problems.extend(verdict.problems);
+            (verdict.failed, verdict.not_applicable)
+        };
         table.push(format!(
-            "| {label} | {scenario} | {passed} | {} | {not_applicable} | {warnings} |",
-            failed - not_applicable
+            "| {label} | {scenario} | {} | {failed} | {not_applicable} | {} |",
+            verdict.passed, verdict.warnings
         ));
     }
 

@@ -11,9 +11,9 @@
 
 use crate::{
     common::start_sidecar_process,
-    peers::{conformance_next, describe, run_conformance_scenario},
+    peers::{conformance_next, run_conformance_scenario},
 };
-use test_support::workspace_root;
+use test_support::{conformance::judge, workspace_root};
 
 /// Core scenarios run at the 2026-07-28 wire (`--spec-version 2026-07-28`; without it the
 /// suite picks 2025-11-25 for scenarios that span both).
@@ -156,50 +156,19 @@ fn conformance_next_passes_every_2026_07_28_and_tasks_check_that_applies() {
                 &results,
             )
         };
-        let excused = |id: &str| {
-            NOT_APPLICABLE
-                .iter()
-                .any(|(listed, check, _)| *listed == scenario && *check == id)
-        };
-        let count = |status: &str| checks.iter().filter(|c| c["status"] == status).count();
-        let (passed, failed, warnings) = (count("SUCCESS"), count("FAILURE"), count("WARNING"));
-        let mut not_applicable = 0;
-        for check in checks.iter().filter(|c| c["status"] == "FAILURE") {
-            let id = check["id"].as_str().unwrap_or_default();
-            if excused(id) {
-                not_applicable += 1;
-            } else {
-                problems.push(format!(
-                    "{scenario}: {id} failed: {}",
-                    check["errorMessage"]
-                ));
-            }
-        }
-        for (_, id, why) in NOT_APPLICABLE
-            .iter()
-            .filter(|(listed, ..)| *listed == scenario)
-        {
-            let seen = |status: &str| {
-                checks
-                    .iter()
-                    .any(|c| c["id"] == *id && c["status"] == status)
-            };
-            if seen("SUCCESS") && !seen("FAILURE") {
-                problems.push(format!(
-                    "{scenario}: {id} now passes; take it off NOT_APPLICABLE ({why})"
-                ));
-            }
-        }
-        if passed == 0 {
-            problems.push(format!(
-                "{scenario}: no check passed: {}",
-                describe(&output)
-            ));
-        }
+        let verdict = judge(
+            "",
+            scenario,
+            &checks,
+            NOT_APPLICABLE,
+            "NOT_APPLICABLE",
+            &output,
+        );
         table.push(format!(
-            "| {scenario} | {passed} | {} | {not_applicable} | {warnings} |",
-            failed - not_applicable
+            "| {scenario} | {} | {} | {} | {} |",
+            verdict.passed, verdict.failed, verdict.not_applicable, verdict.warnings
         ));
+        problems.extend(verdict.problems);
     }
 
     println!("| scenario | passed | failed | not applicable | warnings |\n|---|---|---|---|---|");

@@ -5,7 +5,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use crate::common::start_sidecar_process;
@@ -27,15 +27,7 @@ pub(crate) fn node_command(program: &Path) -> Command {
     command
 }
 
-/// A finished command's exit code, stdout and stderr, for a failure message.
-pub(crate) fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+pub(crate) use test_support::conformance::{describe, run_scenario as run_conformance_scenario};
 
 /// Runs a Python peer script with `args`; asserts it succeeded and returns its JSON summary.
 fn run_python_peer(script: &str, args: &[&str], label: &str) -> Value {
@@ -218,35 +210,6 @@ pub(crate) fn conformance_next() -> Command {
         "node/node_modules/conformance-next/dist/index.js",
     ));
     command
-}
-
-/// Runs one server scenario of `suite` (with `extra` arguments) and returns the suite's
-/// output and its checks (its own `checks.json`, written under `results/<scenario>`).
-pub(crate) fn run_conformance_scenario(
-    mut suite: Command,
-    url: &str,
-    scenario: &str,
-    extra: &[&str],
-    results: &Path,
-) -> (Output, Vec<Value>) {
-    let out_dir = results.join(scenario);
-    let output = suite
-        .args(["server", "--url", url, "--scenario", scenario, "-o"])
-        .arg(&out_dir)
-        .args(extra)
-        .output()
-        .expect("the conformance suite runs");
-    let checks_file = std::fs::read_dir(&out_dir)
-        .ok()
-        .and_then(|mut entries| entries.next())
-        .and_then(Result::ok)
-        .map(|entry| entry.path().join("checks.json"))
-        .unwrap_or_else(|| panic!("{scenario}: no results written: {}", describe(&output)));
-    let checks: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(&checks_file).unwrap_or_else(|_| panic!("{}", checks_file.display())),
-    )
-    .expect("checks.json is a JSON array");
-    (output, checks)
 }
 
 #[test]
