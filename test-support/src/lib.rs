@@ -30,12 +30,13 @@ pub fn temp_dir(label: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
 ///
-/// Ports come from [`PORTS`], below Linux's ephemeral range (32768–60999 by default), and each
-/// is handed out in turn within a test process. A port picked by binding port 0 is an ephemeral one:
-/// between the pick and the server's own bind, any outgoing connection of a test running in
-/// parallel could take it as its local port, and the server would fail with "address in use"
-/// (it did once in CI). Outgoing connections never take ports below the ephemeral range, and
-/// the counter keeps two tests of one process from picking the same port.
+/// Ports come from [`PORTS`], below Linux's ephemeral range (32768–60999 by default), and
+/// each is handed out in turn within a test process. A port picked by binding port 0 is an
+/// ephemeral one: between the pick and the server's own bind, any outgoing connection of a
+/// test running in parallel could take it as its local port, and the server would fail with
+/// "address in use" (the likely cause of a CI failure: an agent that never logged
+/// "listening"). Outgoing connections never take ports below the ephemeral range, and the
+/// counter keeps two tests of one process from picking the same port.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);

@@ -6,13 +6,13 @@
 //! While a job runs, the worker renews its lease every lease/3, and with each progress report.
 //! A stage is reported once it has run for [`REPORT_AFTER`]: a stage over sooner is left
 //! out, since the next report or the job's end says more. The reports go out alongside the
-//! work, in stage order, and the job's end waits for the one on its way. If a renewal says the job was cancelled or taken over, the worker
-//! stops working on it. A job's CPU stages run one after another on one of the render threads
-//! (`pool`); a semaphore with one permit per configured render worker (and thread) bounds how
-//! many run at once, and a permit is released only when its work ends, even if the job
-//! stopped waiting for it (render time-out, cancellation). Each permit is shared by
-//! [`LOOPS_PER_PERMIT`] worker loops, so one job's Redis round trips and upload overlap
-//! another's drawing.
+//! work, in stage order, and the job's end waits for the one on its way. If a renewal says
+//! the job was cancelled or taken over, the worker stops working on it. A job's CPU stages
+//! run one after another on one of the render threads (`pool`); a semaphore with one permit
+//! per configured render worker (and thread) bounds how many run at once, and a permit is
+//! released only when its work ends, even if the job stopped waiting for it (render time-out,
+//! cancellation). Each permit is shared by [`LOOPS_PER_PERMIT`] worker loops, so one job's
+//! Redis round trips and upload overlap another's drawing.
 //!
 //! On shutdown a worker takes no new job and gives the one in hand until `drain` to finish;
 //! after that it hands the job back to the queue for another worker.
