@@ -288,7 +288,7 @@ pub fn artifact_count(dir: &std::path::Path) -> anyhow::Result<usize> {
 /// per standard-chart job: 0.9 → 0.5–0.6 ms).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// Waits until every job of `ids` has its PNG in `dir` (the local store's `{job_id}.png`),
+/// Waits until every job of `ids` has its PNG in `dir`, named as the local store names it,
 /// looking only for the ones not seen yet. Unlike [`wait_for_artifacts`] it needs no files
 /// removed between batches: on a file system without a journal (this machine's ext4), every
 /// inode freed in the last minute or more is skipped one by one each time a file is created,
@@ -296,8 +296,16 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// after round.
 pub async fn wait_for_pngs(dir: &std::path::Path, ids: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + BATCH_WITHIN;
-    let mut pending: Vec<std::path::PathBuf> =
-        ids.iter().map(|id| dir.join(format!("{id}.png"))).collect();
+    let mut pending = ids
+        .iter()
+        .map(|id| {
+            let id: mcp_sidecar::jobs::model::JobId = id.parse()?;
+            Ok(dir.join(mcp_sidecar::artifacts::file_name(
+                &id,
+                mcp_sidecar::render::spec::OutputKind::Png,
+            )))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     loop {
         pending.retain(|path| !path.exists());
         if pending.is_empty() {
