@@ -454,9 +454,17 @@ impl RedisCluster {
     }
 
     /// Checks every running node: `cluster_state:ok`, `cluster_slots_assigned:16384`, its
-    /// `CLUSTER NODES` view passes `check`, and all views name the same slot owners.
+    /// `CLUSTER NODES` view passes `check`, and all views name the same slot owners and the
+    /// same master for each running replica. (A replica knows its master as soon as it is
+    /// told `CLUSTER REPLICATE`, and its link can be up, while another node still lists it
+    /// as a master without slots until gossip reaches it.)
     fn check_views(&self, check: impl Fn(&[NodeLine]) -> Result<(), String>) -> Result<(), String> {
-        let mut agreed: Option<BTreeMap<String, Vec<(u16, u16)>>> = None;
+        let running_ids: HashSet<&str> = self.running().map(|(_, node)| node.id.as_str()).collect();
+        type Layout = (
+            BTreeMap<String, Vec<(u16, u16)>>,
+            BTreeMap<String, Option<String>>,
+        );
+        let mut agreed: Option<Layout> = None;
         for (index, node) in self.running() {
             let info = node
                 .try_query(&["CLUSTER", "INFO"])
@@ -478,10 +486,21 @@ impl RedisCluster {
             );
             check(&view).map_err(|why| format!("node {index}: {why}"))?;
             let (owners, _) = slot_owners(&view);
+            let replica_of: BTreeMap<String, Option<String>> = view
+                .iter()
+                .filter(|line| running_ids.contains(line.id.as_str()))
+                .map(|line| {
+                    let master = line.master.clone().filter(|_| line.has_flag("slave"));
+                    (line.id.clone(), master)
+                })
+                .collect();
             match &agreed {
-                None => agreed = Some(owners),
-                Some(first) if *first != owners => {
+                None => agreed = Some((owners, replica_of)),
+                Some((first, _)) if *first != owners => {
                     return Err(format!("node {index} disagrees on slot owners"));
+                }
+                Some((_, first)) if *first != replica_of => {
+                    return Err(format!("node {index} disagrees on who replicates whom"));
                 }
                 Some(_) => {}
             }
