@@ -64,8 +64,9 @@ pub struct ChartReport {
     pub redis_cpu_ms_per_job: Vec<f64>,
     pub client_cpu_ms_per_job: Vec<f64>,
     /// Sidecar CPU per job ÷ bare CPU per job, per round: what the job path costs the sidecar
-    /// beyond the drawing itself, less sensitive than jobs/s to the machine's drift.
-    pub sidecar_cpu_ratio: Spread,
+    /// beyond the drawing itself, less sensitive than jobs/s to the machine's drift. Rounds
+    /// whose bare CPU read 0 (under one 10 ms tick) are left out; none if all were.
+    pub sidecar_cpu_ratio: Option<Spread>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +84,12 @@ pub struct RenderBaselineReport {
 
 /// A chart measured: its label, how to make its spec from a seed, jobs a round.
 type MeasuredChart = (&'static str, fn(usize) -> Value, usize);
+
+/// Sidecar CPU ÷ bare CPU for one round; none if the bare side's CPU read 0 (`/proc` counts in
+/// 10 ms ticks, so a round of a few small charts may not reach one).
+fn cpu_ratio(sidecar_ms: f64, bare_ms: f64) -> Option<f64> {
+    (bare_ms > 0.0).then(|| sidecar_ms / bare_ms)
+}
 
 /// A line chart of `width`×`height`, 4 series × `points` points.
 #[allow(clippy::cast_precision_loss)]
@@ -336,10 +343,11 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
             };
             eprintln!(
                 "{chart} round {round}: bare {bare_rate:.1}/s, job path {job_rate:.1}/s ({:.1}%); \
-                 CPU ms a job: bare {bare_ms:.2}, sidecar {:.2} ({:.2}×), Redis {:.2}, clients {:.2}",
+                 CPU ms a job: bare {bare_ms:.2}, sidecar {:.2} ({}), Redis {:.2}, clients {:.2}",
                 100.0 * job_rate / bare_rate,
                 job_cpu.sidecar,
-                job_cpu.sidecar / bare_ms,
+                cpu_ratio(job_cpu.sidecar, bare_ms)
+                    .map_or_else(|| "—".to_owned(), |ratio| format!("{ratio:.2}×")),
                 job_cpu.redis,
                 job_cpu.clients,
             );
@@ -363,13 +371,14 @@ pub async fn run(counts: Counts) -> anyhow::Result<RenderBaselineReport> {
             job_path: Spread::of(&job_rates),
             bare_jobs_per_second: bare_rates,
             job_path_jobs_per_second: job_rates,
-            sidecar_cpu_ratio: Spread::of(
-                &sidecar_cpu
+            sidecar_cpu_ratio: {
+                let ratios: Vec<f64> = sidecar_cpu
                     .iter()
                     .zip(&bare_cpu)
-                    .map(|(sidecar, bare)| sidecar / bare)
-                    .collect::<Vec<_>>(),
-            ),
+                    .filter_map(|(&sidecar, &bare)| cpu_ratio(sidecar, bare))
+                    .collect();
+                (!ratios.is_empty()).then(|| Spread::of(&ratios))
+            },
             bare_cpu_ms_per_job: bare_cpu,
             sidecar_cpu_ms_per_job: sidecar_cpu,
             redis_cpu_ms_per_job: redis_cpu,
@@ -434,13 +443,17 @@ pub fn markdown(report: &RenderBaselineReport) -> String {
     out += "\n| chart: CPU ms a job, medians of the rounds | bare renderer | job path: sidecar | sidecar ÷ bare min / median / max | Redis | submitting clients |\n|---|---|---|---|---|---|\n";
     for chart in &report.charts {
         out += &format!(
-            "| {} | {:.2} | {:.2} | {:.2}× / **{:.2}×** / {:.2}× | {:.2} | {:.2} |\n",
+            "| {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |\n",
             chart.chart,
             crate::stats::median(chart.bare_cpu_ms_per_job.clone()),
             crate::stats::median(chart.sidecar_cpu_ms_per_job.clone()),
-            chart.sidecar_cpu_ratio.min,
-            chart.sidecar_cpu_ratio.median,
-            chart.sidecar_cpu_ratio.max,
+            chart.sidecar_cpu_ratio.map_or_else(
+                || "— (rounds too short to read the CPU time)".to_owned(),
+                |ratio| format!(
+                    "{:.2}× / **{:.2}×** / {:.2}×",
+                    ratio.min, ratio.median, ratio.max
+                )
+            ),
             crate::stats::median(chart.redis_cpu_ms_per_job.clone()),
             crate::stats::median(chart.client_cpu_ms_per_job.clone()),
         );
