@@ -287,6 +287,11 @@ impl RedisCluster {
             .filter(|(_, node)| node.child.is_some())
     }
 
+    /// The IDs of the running nodes.
+    fn running_ids(&self) -> HashSet<&str> {
+        self.running().map(|(_, node)| node.id.as_str()).collect()
+    }
+
     /// `CLUSTER NODES` as the first running node answers it (for assertions and messages).
     pub fn cluster_nodes(&self) -> String {
         let (index, node) = self.running().next().expect("a running cluster node");
@@ -385,7 +390,7 @@ impl RedisCluster {
             !self.is_running(killed),
             "wait_for_failover({killed}): node {killed} is running; kill it first"
         );
-        let running_ids: HashSet<&str> = self.running().map(|(_, node)| node.id.as_str()).collect();
+        let running_ids = self.running_ids();
         let deadline = Instant::now() + FAILOVER_WITHIN;
         let started = Instant::now();
         loop {
@@ -416,7 +421,7 @@ impl RedisCluster {
     /// (`fail` or `fail?`), all agree on who serves which slots, and each running replica's
     /// `master_link_status` is `up`. Panics with every node's `CLUSTER NODES` on timeout.
     pub fn wait_until_healthy(&self) {
-        let running_ids: HashSet<&str> = self.running().map(|(_, node)| node.id.as_str()).collect();
+        let running_ids = self.running_ids();
         let deadline = Instant::now() + HEALTHY_WITHIN;
         let started = Instant::now();
         loop {
@@ -459,7 +464,7 @@ impl RedisCluster {
     /// told `CLUSTER REPLICATE`, and its link can be up, while another node still lists it
     /// as a master without slots until gossip reaches it.)
     fn check_views(&self, check: impl Fn(&[NodeLine]) -> Result<(), String>) -> Result<(), String> {
-        let running_ids: HashSet<&str> = self.running().map(|(_, node)| node.id.as_str()).collect();
+        let running_ids = self.running_ids();
         type Layout = (
             BTreeMap<String, Vec<(u16, u16)>>,
             BTreeMap<String, Option<String>>,
