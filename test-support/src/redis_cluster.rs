@@ -6,6 +6,11 @@
 //! Nodes are addressed by index (`0..RedisCluster::NODES`), the order they were started in;
 //! which of them are masters is the cluster's business (ask [`RedisCluster::masters`],
 //! [`RedisCluster::master_for_key`], [`RedisCluster::replicas_of`]).
+//!
+//! [`RedisCluster::start_secured`] starts it as Memorystore for Redis Cluster runs with
+//! in-transit encryption and AUTH: clients, the cluster bus and replication speak only TLS
+//! (a certificate from a [`TestCa`]), and every node requires the password, which
+//! [`RedisCluster::set_passwords`] can rotate.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -13,6 +18,8 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::redis_server::{Secured, TestCa};
 
 /// How long [`RedisCluster::start`] and [`RedisCluster::restart`] wait for a healthy cluster.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -33,12 +40,20 @@ struct Node {
     child: Option<Child>,
     /// The node's cluster ID (`CLUSTER MYID`); kept across restarts in its `nodes.conf`.
     id: String,
+    /// TLS and the password, for a secured cluster (the password as the harness last set it).
+    secured: Option<Secured>,
 }
 
 impl Node {
     fn client(&self) -> redis::Client {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-            .expect("a client for a test cluster node")
+        match &self.secured {
+            None => redis::Client::open(format!("redis://127.0.0.1:{}", self.port)),
+            Some(Secured { ca, password }) => redis::Client::build_with_tls(
+                format!("rediss://:{password}@127.0.0.1:{}", self.port),
+                tls_certificates(ca),
+            ),
+        }
+        .expect("a client for a test cluster node")
     }
 
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
@@ -60,7 +75,23 @@ impl Node {
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        match &self.secured {
+            None => command.args(["--port", &self.port.to_string()]),
+            // TLS only, on every link: clients, the cluster bus, replication.
+            Some(Secured { ca, password }) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .arg("--tls-cert-file")
+                .arg(&ca.server_cert)
+                .arg("--tls-key-file")
+                .arg(&ca.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&ca.ca_cert)
+                .args(["--tls-auth-clients", "no"])
+                .args(["--requirepass", password, "--masterauth", password]),
+        };
+        let child = command
             .args([
                 "--cluster-enabled",
                 "yes",
@@ -83,7 +114,6 @@ impl Node {
                 "--bind",
                 "127.0.0.1",
             ])
-            .args(["--port", &self.port.to_string()])
             .args(["--cluster-port", &self.bus_port.to_string()])
             .arg("--dir")
             .arg(&self.dir)
@@ -110,6 +140,13 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+fn tls_certificates(ca: &TestCa) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(&ca.ca_cert).expect("the test CA's certificate")),
     }
 }
 
@@ -190,6 +227,18 @@ impl RedisCluster {
     /// (up to 20 s) until every node reports `cluster_state:ok` with all 16384 slots assigned,
     /// all nodes agree on who serves which slots, and every replica's link to its master is up.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts the cluster as [`RedisCluster::start`] does, but speaking only TLS (clients on
+    /// each node's port, the cluster bus and replication, with `secured.ca`'s certificate; no
+    /// client certificates asked for) and requiring `secured.password` (`requirepass`, and
+    /// `masterauth` for the replicas).
+    pub fn start_secured(secured: Secured) -> Self {
+        Self::start_with(Some(secured))
+    }
+
+    fn start_with(secured: Option<Secured>) -> Self {
         let mut taken = HashSet::new();
         let mut fresh_port = || loop {
             let port = crate::free_port();
@@ -204,6 +253,7 @@ impl RedisCluster {
                 dir: crate::temp_dir("redis-cluster-node"),
                 child: None,
                 id: String::new(),
+                secured: secured.clone(),
             })
             .collect();
         for node in &mut nodes {
@@ -219,16 +269,37 @@ impl RedisCluster {
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut redis_cli = Command::new("redis-cli");
+        if let Some(Secured { ca, password }) = &secured {
+            redis_cli
+                .args(["--tls", "--cacert"])
+                .arg(&ca.ca_cert)
+                .args(["-a", password, "--no-auth-warning"]);
+        }
+        let mut create = redis_cli
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("redis-cli runs (Debian: apt-get install redis-tools)");
+        // redis-cli waits for the nodes to meet for as long as it takes; nodes that cannot
+        // reach each other's cluster bus would hang the test.
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        while create.try_wait().expect("waiting for redis-cli").is_none() {
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = create.wait_with_output().expect("redis-cli's output");
         assert!(
             output.status.success(),
-            "redis-cli --cluster create {addrs:?} failed ({}):\n{}\n{}",
+            "redis-cli --cluster create {addrs:?} failed or took over {HEALTHY_WITHIN:?} \
+             ({}):\n{}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
@@ -237,7 +308,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// The URL of node 0, `redis://127.0.0.1:port`: the seed a cluster client is given.
+    /// The URL of node 0, `redis://127.0.0.1:port` (`rediss://` for a secured cluster, without
+    /// the password): the seed a cluster client is given.
     pub fn url(&self) -> String {
         self.node_url(0)
     }
@@ -249,7 +321,48 @@ impl RedisCluster {
 
     /// The URL of node `index`.
     pub fn node_url(&self, index: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.nodes[index].port)
+        let scheme = if self.secured().is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// TLS and the current password of a secured cluster.
+    pub fn secured(&self) -> Option<&Secured> {
+        self.nodes[0].secured.as_ref()
+    }
+
+    /// On every running node, makes `passwords` the ones the default user is accepted with
+    /// (the old ones are dropped, so connections still on one of them fail at their next
+    /// AUTH), and the last of them the replicas' `masterauth` and the harness's own password.
+    /// A node started later (a restart) requires the last one only.
+    pub fn set_passwords(&mut self, passwords: &[&str]) {
+        let newest = *passwords.last().expect("at least one password");
+        let indexes: Vec<usize> = self.running().map(|(index, _)| index).collect();
+        for index in indexes {
+            let mut connection = self.connection(index);
+            let mut acl = redis::cmd("ACL");
+            acl.arg("SETUSER").arg("default").arg("resetpass");
+            for password in passwords {
+                acl.arg(format!(">{password}"));
+            }
+            let _: () = acl
+                .query(&mut connection)
+                .unwrap_or_else(|error| panic!("ACL SETUSER on node {index}: {error}"));
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("masterauth")
+                .arg(newest)
+                .query(&mut connection)
+                .unwrap_or_else(|error| panic!("CONFIG SET masterauth on node {index}: {error}"));
+        }
+        for node in &mut self.nodes {
+            if let Some(secured) = &mut node.secured {
+                newest.clone_into(&mut secured.password);
+            }
+        }
     }
 
     /// The client port of node `index`.
@@ -558,10 +671,19 @@ impl RedisCluster {
         panic!("more than 5 MOVED redirects:\n{}", self.cluster_nodes());
     }
 
-    /// A cluster client seeded with every running node.
+    /// A cluster client seeded with every running node (with TLS and the password, for a
+    /// secured cluster).
     pub fn cluster_client(&self) -> redis::cluster::ClusterClient {
         let seeds: Vec<String> = self.running().map(|(i, _)| self.node_url(i)).collect();
-        redis::cluster::ClusterClient::new(seeds).expect("a cluster client for the test cluster")
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds);
+        if let Some(Secured { ca, password }) = self.secured() {
+            builder = builder
+                .password(password.clone())
+                .certs(tls_certificates(ca));
+        }
+        builder
+            .build()
+            .expect("a cluster client for the test cluster")
     }
 
     /// A synchronous cluster connection (slot-routed, follows redirects).

@@ -26,7 +26,8 @@ pub struct Secured {
 }
 
 /// A certificate authority and a server certificate it signed for `127.0.0.1` and
-/// `localhost`, made with `openssl` in a temporary directory.
+/// `localhost` (also good as a client certificate: cluster nodes present it to each other on
+/// the cluster bus and for replication), made with `openssl` in a temporary directory.
 #[derive(Debug, Clone)]
 pub struct TestCa {
     /// The CA's certificate (PEM): what a client trusts.
@@ -92,7 +93,7 @@ impl TestCa {
         std::fs::write(
             dir.join("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         openssl(&[

@@ -1,12 +1,17 @@
 //! The harnesses themselves, proven against real clients: the six-node Redis Cluster (a
-//! cluster client and plain node connections, a failover, a rejoin) and the fake metadata
-//! server (raw HTTP, and `google-cloud-auth`'s metadata-server credentials).
+//! cluster client and plain node connections, a failover, a rejoin; TLS-only with a password
+//! and its rotation) and the fake metadata server (raw HTTP, and `google-cloud-auth`'s
+//! metadata-server credentials).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use test_support::{metadata_server::FakeMetadataServer, redis_cluster::RedisCluster};
+use test_support::{
+    metadata_server::FakeMetadataServer,
+    redis_cluster::RedisCluster,
+    redis_server::{Secured, TestCa},
+};
 
 #[test]
 fn redis_cluster_serves_fails_over_and_rejoins() {
@@ -79,6 +84,71 @@ fn redis_cluster_serves_fails_over_and_rejoins() {
     let read: String = client.get(key).unwrap();
     assert_eq!(read, "after");
     eprintln!("whole cluster test {:?}", started.elapsed());
+}
+
+#[test]
+fn secured_redis_cluster_speaks_only_tls_and_rotates_its_password() {
+    let ca = TestCa::generate();
+    let mut cluster = RedisCluster::start_secured(Secured {
+        ca: ca.clone(),
+        password: "first-secret".into(),
+    });
+    assert!(cluster.url().starts_with("rediss://127.0.0.1:"));
+    assert_eq!(cluster.masters().len(), 3, "{}", cluster.cluster_nodes());
+    let key = "harness:{secured}";
+    let mut client = cluster.cluster_connection();
+    let _: () = client.set(key, "over tls").unwrap();
+    let read: String = cluster.query_following_moved(redis::cmd("GET").arg(key));
+    assert_eq!(read, "over tls");
+
+    // No plain text on a node's port, and no command without the password.
+    let port = cluster.port(0);
+    let plain = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+    assert!(plain.is_err(), "plain text answered: {plain:?}");
+    let tls_only = |password: &str| {
+        let url = if password.is_empty() {
+            format!("rediss://127.0.0.1:{port}")
+        } else {
+            format!("rediss://:{password}@127.0.0.1:{port}")
+        };
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(&ca.ca_cert).unwrap()),
+            },
+        )
+        .unwrap()
+        .get_connection()
+        .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+    };
+    assert!(tls_only("").is_err());
+    assert_eq!(tls_only("first-secret").unwrap(), "PONG");
+
+    // Rotation: both accepted, then only the new one, on every node; the harness follows.
+    cluster.set_passwords(&["first-secret", "second-secret"]);
+    assert_eq!(tls_only("first-secret").unwrap(), "PONG");
+    cluster.set_passwords(&["second-secret"]);
+    let refused = tls_only("first-secret").unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        redis::ErrorKind::AuthenticationFailed,
+        "the old password is refused: {refused}"
+    );
+    assert_eq!(tls_only("second-secret").unwrap(), "PONG");
+    let mut client = cluster.cluster_connection();
+    let read: String = client.get(key).unwrap();
+    assert_eq!(read, "over tls");
+    // A replica restarted with the new password syncs again over TLS.
+    let replica = cluster.replicas_of(cluster.master_for_key(key))[0];
+    cluster.restart(replica);
+    let mut on_replica = cluster.connection(replica);
+    let _: () = redis::cmd("READONLY").query(&mut on_replica).unwrap();
+    let read: String = on_replica.get(key).unwrap();
+    assert_eq!(read, "over tls");
 }
 
 #[tokio::test]

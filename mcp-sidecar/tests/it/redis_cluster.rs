@@ -3,7 +3,10 @@
 //! yes` + `redis-cli --cluster create`), and real sidecar processes with `REDIS_MODE=cluster`
 //! seeded with one node: the job contract and tasks work end to end with two sidecars sharing
 //! the work, every key of the deployment sits in one slot, and a master killed mid-run (its
-//! replica promoted) loses no acknowledged job when new jobs wait for a replica.
+//! replica promoted) loses no acknowledged job when new jobs wait for a replica. With
+//! in-transit encryption and IAM authentication, as Memorystore for Redis Cluster is usually
+//! provisioned, the same cluster speaks only TLS and takes access tokens from a local server
+//! speaking the metadata server's wire format as passwords.
 // Helpers outside #[test] fns panic on purpose.
 #![allow(clippy::unwrap_used)]
 // The heavy-test guard is held for a whole test, on purpose, across awaits.
@@ -16,13 +19,17 @@ use std::{
 };
 
 use serde_json::json;
-use test_support::redis_cluster::RedisCluster;
+use test_support::{
+    metadata_server::FakeMetadataServer,
+    redis_cluster::RedisCluster,
+    redis_server::{Secured, TestCa},
+};
 
 use crate::{
     common::{
         SidecarProcess, call,
         cluster::logged_successes,
-        jobs::{chart_spec, download, result, start, wait_all_terminal},
+        jobs::{chart_spec, decode_png, download, result, start, wait_all_terminal},
         mcp_client, one_heavy_test_at_a_time, readiness, start_sidecar_process_with, structured_ok,
         temp_dir, tool_error_message,
     },
@@ -39,8 +46,12 @@ struct Deployment {
 
 impl Deployment {
     fn new() -> Self {
+        Self::on(RedisCluster::start())
+    }
+
+    fn on(redis: RedisCluster) -> Self {
         Self {
-            redis: RedisCluster::start(),
+            redis,
             artifact_dir: temp_dir("cluster-artifacts"),
             prefix: format!("d{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         }
@@ -155,6 +166,145 @@ async fn two_sidecars_share_jobs_and_tasks_on_a_three_master_cluster_with_every_
         let exists: bool = redis::cmd("EXISTS").arg(key).query(&mut on_owner).unwrap();
         assert!(exists, "{key} is on node {owner}, the master of its slot");
     }
+}
+
+/// What a node has seen, asked on one connection kept open (so that asking adds no
+/// connection and no `AUTH`): connections received, `AUTH` commands run.
+fn connections_and_auths(connection: &mut redis::Connection) -> (u64, u64) {
+    let mut info =
+        |section: &str| -> String { redis::cmd("INFO").arg(section).query(connection).unwrap() };
+    let connections = info("stats")
+        .lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap();
+    let auths = info("commandstats")
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_auth:"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|pair| pair.strip_prefix("calls="))
+        })
+        .map_or(0, |calls| calls.parse().unwrap());
+    (connections, auths)
+}
+
+/// Renders `count` charts through `sidecar` and checks every one succeeded with a PNG.
+async fn render_through(sidecar: &SidecarProcess, count: usize) -> Vec<String> {
+    let client = mcp_client(&sidecar.mcp_url()).await;
+    let mut jobs = vec![];
+    for _ in 0..count {
+        jobs.push(start(&client, chart_spec(200, 120, "png")).await);
+    }
+    for status in wait_all_terminal(&client, &jobs, Duration::from_secs(60)).await {
+        assert_eq!(status["state"], "succeeded", "{status}");
+    }
+    let png = download(&result(&client, &jobs[0]).await).await;
+    assert_eq!(decode_png(&png).width(), 200);
+    client.cancel().await.unwrap();
+    jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_and_a_rotated_token_reauthenticates_in_place()
+{
+    let _heavy = one_heavy_test_at_a_time();
+    // Short-lived tokens: Google's auth library then refreshes them every ~10 s.
+    let metadata = FakeMetadataServer::start("ya29.cluster-one", 30);
+    let ca = TestCa::generate();
+    let mut deployment = Deployment::on(RedisCluster::start_secured(Secured {
+        ca: ca.clone(),
+        password: "ya29.cluster-one".into(),
+    }));
+    let home = temp_dir("home");
+    let (ca_file, home_dir) = (ca.ca_cert.to_str().unwrap(), home.to_str().unwrap());
+    let host = metadata.host();
+    let sidecar = deployment.sidecar(
+        "1",
+        &[
+            ("REDIS_AUTH_MODE", "iam"),
+            ("REDIS_CA_FILE", ca_file),
+            ("GCE_METADATA_HOST", host.as_str()),
+            // No gcloud user credentials from the machine running the tests.
+            ("HOME", home_dir),
+        ],
+    );
+    assert!(deployment.redis.url().starts_with("rediss://"));
+    wait_ready(&sidecar).await;
+    let jobs = render_through(&sidecar, 4).await;
+    assert!(metadata.token_requests() >= 1);
+
+    // The jobs are on the master of the deployment's slot, reached here over TLS too.
+    let master = deployment.redis.master_for_key(&deployment.key("queue"));
+    for job in &jobs {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(deployment.key(&format!("job:{job}")))
+            .query(&mut deployment.redis.connection(master))
+            .unwrap();
+        assert!(exists, "job {job} is on node {master}");
+    }
+
+    // Rotate: every node accepts both tokens while the metadata server hands out the new one;
+    // the sidecar's connections to the master re-authenticate without reconnecting.
+    deployment
+        .redis
+        .set_passwords(&["ya29.cluster-one", "ya29.cluster-two"]);
+    let mut admin = deployment.redis.connection(master);
+    let (connections_before, auths_before) = connections_and_auths(&mut admin);
+    metadata.set_token("ya29.cluster-two");
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let reauthenticated = loop {
+        let (connections, auths) = connections_and_auths(&mut admin);
+        // The store's connection and the worker's each re-authenticate.
+        if auths >= auths_before + 2 {
+            assert_eq!(
+                connections, connections_before,
+                "re-authenticated in place, without reconnecting"
+            );
+            break auths - auths_before;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar's connections to node {master} did not re-authenticate after the token \
+             changed: AUTH calls {auths_before} → {auths}; token requests {}",
+            metadata.token_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(admin);
+
+    // Only the new token is valid now, and every client connection on every node is cut:
+    // new ones use the fresh token, so the sidecar is ready and renders again.
+    deployment.redis.set_passwords(&["ya29.cluster-two"]);
+    for index in 0..RedisCluster::NODES {
+        for kind in ["normal", "pubsub"] {
+            let _: redis::Value = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg(kind)
+                .arg("SKIPME")
+                .arg("yes")
+                .query(&mut deployment.redis.connection(index))
+                .unwrap();
+        }
+    }
+    wait_ready(&sidecar).await;
+    render_through(&sidecar, 2).await;
+    println!(
+        "{reauthenticated} connections to node {master} re-authenticated in place; {} token \
+         requests in all",
+        metadata.token_requests()
+    );
+
+    // No token is ever logged.
+    let logs = sidecar.process.logs.lock().unwrap().clone();
+    assert!(
+        logs.iter()
+            .all(|line| !line.to_string().contains("ya29.cluster")),
+        "a token was logged"
+    );
+    let _ = std::fs::remove_dir_all(home);
 }
 
 /// `start_render` with `key` as idempotency key until it is acknowledged (or `limit` passes):
