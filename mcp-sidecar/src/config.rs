@@ -170,7 +170,9 @@ pub struct Config {
     #[arg(long, env = "ARTIFACT_STORE", value_enum, default_value_t = ArtifactStoreKind::Local)]
     pub artifact_store: ArtifactStoreKind,
 
-    /// Directory of the local artifact store.
+    /// Directory of the local artifact store. Each artifact is deleted JOB_TTL + SIGNED_URL_TTL
+    /// (and a tenth, at most a minute) after it was written, when no job record lists it and
+    /// no URL to it works; other files in the directory are left alone.
     #[arg(long, env = "ARTIFACT_DIR", default_value = "./artifacts")]
     pub artifact_dir: std::path::PathBuf,
 

@@ -30,7 +30,7 @@ use crate::{
     artifacts::{
         ArtifactError, ArtifactStore,
         gcs::{GcsSettings, GcsStore},
-        local::LocalStore,
+        local::{LocalStore, Swept},
     },
     config::{ArtifactStoreKind, Config, Role, SessionMode},
     http::{FastPath, HttpState, InFlight, McpService},
@@ -86,6 +86,9 @@ pub struct App {
     workers: Vec<RenderWorker>,
     store: JobStore,
     report_queue_depth: bool,
+    /// The local store and how long its artifacts are kept; `None` with gcs (the bucket's
+    /// lifecycle rule deletes them).
+    artifact_sweep: Option<(LocalStore, Duration)>,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
 }
@@ -102,6 +105,12 @@ struct HttpServer {
 
 /// How often the `render.queue.depth` gauge is refreshed (when metrics are exported).
 const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Most added to how long a local artifact is kept (`JOB_TTL` + `SIGNED_URL_TTL`, plus a
+/// tenth of that up to this): the file is written a moment before its job is recorded as
+/// finished, and clocks move in steps.
+const SWEEP_MARGIN: Duration = Duration::from_secs(60);
+/// Longest pause between two sweeps of the local artifact directory.
+const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(600);
 
 /// The Redis client and the job store a configuration names. Contacts nothing yet: the store
 /// connects on first use (and again after failures).
@@ -164,6 +173,18 @@ impl App {
             );
         }
         let artifacts = artifact_store(&config, local_addr).await?;
+        // An artifact outlives every record that lists it (JOB_TTL after the job finished)
+        // and every URL signed while one did (SIGNED_URL_TTL more).
+        let artifact_sweep = match &artifacts {
+            ArtifactStore::Local(local) => {
+                let listed = config.job_ttl.saturating_add(config.signed_url_ttl);
+                Some((
+                    local.clone(),
+                    listed.saturating_add((listed / 10).min(SWEEP_MARGIN)),
+                ))
+            }
+            ArtifactStore::Gcs(_) => None,
+        };
 
         let server = match listener {
             Some((listener, local_addr)) => Some(HttpServer::new(
@@ -206,6 +227,7 @@ impl App {
             workers,
             store,
             report_queue_depth: config.report_queue_depth,
+            artifact_sweep,
             shutdown,
             shutdown_grace: config.shutdown_grace,
         })
@@ -230,6 +252,9 @@ impl App {
                 self.store.clone(),
                 self.shutdown.child_token(),
             ));
+        }
+        if let Some((local, keep)) = self.artifact_sweep {
+            workers.spawn(sweep_artifacts(local, keep, self.shutdown.child_token()));
         }
         let (shutdown, grace) = (self.shutdown.clone(), self.shutdown_grace);
         let served = match self.server {
@@ -363,6 +388,38 @@ async fn report_queue_depth(store: JobStore, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = tokio::time::sleep(QUEUE_DEPTH_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes the local store's expired artifacts at start and then every tenth of `keep` (at
+/// least every second, at most every 10 minutes), so `ARTIFACT_DIR` holds what the job
+/// records can still list rather than every render ever made.
+async fn sweep_artifacts(store: LocalStore, keep: Duration, shutdown: CancellationToken) {
+    let every = (keep / 10).clamp(Duration::from_secs(1), SWEEP_AT_MOST_EVERY);
+    loop {
+        let sweeping = store.clone();
+        let swept =
+            tokio::task::spawn_blocking(move || sweeping.sweep(keep, std::time::SystemTime::now()))
+                .await;
+        match swept {
+            Ok(Ok(swept)) if swept == Swept::default() => {}
+            Ok(Ok(Swept {
+                artifacts,
+                leftovers,
+                failed,
+            })) => tracing::info!(
+                artifacts,
+                leftovers,
+                failed,
+                "deleted expired artifacts from ARTIFACT_DIR"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot sweep ARTIFACT_DIR"),
+            Err(error) => tracing::warn!(%error, "the ARTIFACT_DIR sweep stopped"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
     }

@@ -5,6 +5,10 @@
 //! can be handed to anyone and stops working at its expiry; changing either part breaks it.
 //! Only names of the form `{job id}.{png|svg}` directly inside the directory are ever read,
 //! and a job id is 32 hex digits, so no request can reach another file.
+//!
+//! The directory does not grow without end: [`LocalStore::sweep`] deletes an artifact once no
+//! job record can list it and no URL to it can work any more, as the bucket's lifecycle rule
+//! does for the gcs store.
 
 use std::{
     io::Write,
@@ -26,6 +30,42 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of a URL signature: an HMAC-SHA256 in hex.
 const SIGNATURE_HEX_LEN: usize = 64;
+
+/// How old a file written aside must be before a sweep takes it for what a crash mid-`put`
+/// left behind: a `put` links its file into place within milliseconds.
+const LEFTOVER_AFTER: Duration = Duration::from_secs(3600);
+
+/// What one [`LocalStore::sweep`] deleted, and how many deletions failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub artifacts: usize,
+    pub leftovers: usize,
+    pub failed: usize,
+}
+
+/// The two kinds of file this store makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// `{job id}.{png|svg}`.
+    Artifact,
+    /// `.{job id}.{32 hex digits}.{png|svg}`: written aside, linked into place, then removed.
+    Aside,
+}
+
+/// Which of this store's files `name` is, if any.
+fn made_here(name: &str) -> Option<Made> {
+    let is_kind = |extension: &str| OutputKind::from_extension(extension).is_some();
+    if let Some(aside) = name.strip_prefix('.') {
+        let mut parts = aside.split('.');
+        let (job, unique, extension) = (parts.next()?, parts.next()?, parts.next()?);
+        let unique_ok = unique.len() == 32 && unique.bytes().all(|b| b.is_ascii_hexdigit());
+        (parts.next().is_none() && job.parse::<JobId>().is_ok() && unique_ok && is_kind(extension))
+            .then_some(Made::Aside)
+    } else {
+        let (job, extension) = name.split_once('.')?;
+        (job.parse::<JobId>().is_ok() && is_kind(extension)).then_some(Made::Artifact)
+    }
+}
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -106,10 +146,68 @@ impl LocalStore {
         match linked {
             Ok(()) => Ok(Placed::Created),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                // The job is recorded as finished now, not when the earlier attempt wrote the
+                // file: the sweep counts the file's age from this moment too.
+                let touched = std::fs::File::options()
+                    .write(true)
+                    .open(&target)
+                    .and_then(|file| file.set_modified(SystemTime::now()));
+                if let Err(error) = touched {
+                    tracing::warn!(path = %target.display(), %error, "cannot renew an existing artifact's time; a sweep may delete it before its job record expires");
+                }
                 Ok(Placed::AlreadyExisted)
             }
             Err(error) => Err(io(error)),
         }
+    }
+
+    /// Deletes the artifacts last written more than `keep` before `now` (the caller's `keep`
+    /// outlasts every job record and signed URL that can name them), and the files a `put`
+    /// cut short left aside more than an hour before. Only names this store makes are
+    /// touched: anything else in the directory stays, as do directories and symbolic links.
+    /// Another sidecar sweeping the same directory at once is harmless.
+    pub fn sweep(&self, keep: Duration, now: SystemTime) -> Result<Swept, ArtifactError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|error| {
+            ArtifactError::new(format!("listing {}: {error}", self.dir.display()))
+        })?;
+        let mut swept = Swept::default();
+        for entry in entries {
+            let Ok(entry) = entry else {
+                swept.failed += 1;
+                continue;
+            };
+            let name = entry.file_name();
+            let Some(made) = name.to_str().and_then(made_here) else {
+                continue;
+            };
+            let kept_for = match made {
+                Made::Artifact => keep,
+                Made::Aside => LEFTOVER_AFTER,
+            };
+            // The entry itself, not what a symbolic link points at.
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let expired = metadata.is_file()
+                && metadata
+                    .modified()
+                    .ok()
+                    .and_then(|modified| modified.checked_add(kept_for))
+                    .is_some_and(|until| until < now);
+            if !expired {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) if made == Made::Artifact => swept.artifacts += 1,
+                Ok(()) => swept.leftovers += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::debug!(path = %entry.path().display(), %error, "cannot delete an expired artifact");
+                    swept.failed += 1;
+                }
+            }
+        }
+        Ok(swept)
     }
 
     /// The artifact's bytes, if there are at most `max` of them.
@@ -258,6 +356,98 @@ mod tests {
                 kind: OutputKind::Png
             }
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Sets the modification time of `name` in `dir` to `age` before `now`.
+    fn age(dir: &Path, name: &str, now: SystemTime, age: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap()
+            .set_modified(now - age)
+            .unwrap();
+    }
+
+    fn names(dir: &Path) -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_sweep_deletes_only_this_stores_expired_files() {
+        let (store, dir) = store();
+        let (day, hour) = (Duration::from_secs(86_400), Duration::from_secs(3600));
+        let now = SystemTime::now();
+        let (old, fresh) = (JobId::generate(), JobId::generate());
+        store.put(&old, OutputKind::Png, b"old").unwrap();
+        store.put(&fresh, OutputKind::Svg, b"<svg/>").unwrap();
+        age(&dir, &format!("{old}.png"), now, 2 * day);
+        // What a `put` cut short leaves aside: one from long ago, one maybe still being written.
+        let stale_aside = format!(".{old}.{}.png", "a".repeat(32));
+        let recent_aside = format!(".{fresh}.{}.svg", "b".repeat(32));
+        for name in [&stale_aside, &recent_aside] {
+            std::fs::write(dir.join(name), b"partial").unwrap();
+        }
+        age(&dir, &stale_aside, now, 2 * hour);
+        age(&dir, &recent_aside, now, hour / 2);
+        // Not this store's, however old: kept.
+        let foreign = [
+            "notes.txt".to_owned(),
+            "0123.png".to_owned(),
+            format!("{old}.gif"),
+            format!(".{old}.png"),
+            format!("{}.png", old.as_str().to_uppercase()),
+        ];
+        for name in &foreign {
+            std::fs::write(dir.join(name), b"x").unwrap();
+            age(&dir, name, now, 2 * day);
+        }
+        // Named like artifacts, but a link and a directory: kept.
+        let link = format!("{}.png", JobId::generate());
+        std::os::unix::fs::symlink(dir.join("notes.txt"), dir.join(&link)).unwrap();
+        let folder = format!("{}.svg", JobId::generate());
+        std::fs::create_dir(dir.join(&folder)).unwrap();
+
+        assert_eq!(
+            store.sweep(day, now).unwrap(),
+            Swept {
+                artifacts: 1,
+                leftovers: 1,
+                failed: 0
+            }
+        );
+        let mut kept: std::collections::BTreeSet<String> = foreign.into_iter().collect();
+        kept.extend([format!("{fresh}.svg"), recent_aside, link, folder]);
+        assert_eq!(names(&dir), kept);
+        assert_eq!(store.sweep(day, now).unwrap(), Swept::default());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_repeated_put_renews_the_artifacts_age() {
+        let (store, dir) = store();
+        let job = JobId::generate();
+        store.put(&job, OutputKind::Png, b"png!").unwrap();
+        let now = SystemTime::now();
+        let name = format!("{job}.png");
+        age(&dir, &name, now, Duration::from_secs(86_400));
+        assert_eq!(
+            store.put(&job, OutputKind::Png, b"png!").unwrap(),
+            Placed::AlreadyExisted
+        );
+        let modified = std::fs::metadata(dir.join(&name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert!(modified + Duration::from_secs(60) > now, "{modified:?}");
+        let swept = store
+            .sweep(Duration::from_secs(3600), SystemTime::now())
+            .unwrap();
+        assert_eq!(swept, Swept::default());
+        assert_eq!(std::fs::read(dir.join(&name)).unwrap(), b"png!");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -491,6 +491,55 @@ async fn the_job_record_stored_in_redis_expires_after_it_finishes() {
 }
 
 #[tokio::test]
+async fn a_local_artifact_is_deleted_once_its_record_and_every_url_to_it_have_expired() {
+    let (job_ttl, url_ttl) = (Duration::from_secs(2), Duration::from_secs(1));
+    let sidecar = spawn_sidecar(|config| {
+        config.job_ttl = job_ttl;
+        config.signed_url_ttl = url_ttl;
+    })
+    .await;
+    // Not the store's: never touched.
+    let mine = sidecar.artifact_dir.join("notes.txt");
+    std::fs::write(&mine, b"mine").unwrap();
+    let client = mcp_client(&sidecar.mcp_url()).await;
+    let job = start(&client, chart_spec(60, 40, "png")).await;
+    let (done, _) = wait_terminal(&client, &job, LIMIT).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        download(&result(&client, &job).await)
+            .await
+            .starts_with(b"\x89PNG")
+    );
+    let file = sidecar.artifact_dir.join(format!("{job}.png"));
+    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+
+    // Kept JOB_TTL (the record) + SIGNED_URL_TTL (the last URL signed from it) + a tenth;
+    // the sweep runs every second with these settings.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still there after {LIMIT:?}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = std::time::SystemTime::now()
+        .duration_since(written)
+        .unwrap();
+    assert!(
+        kept >= (job_ttl + url_ttl) * 11 / 10,
+        "deleted too soon: {kept:?} after it was written"
+    );
+    assert!(kept < Duration::from_secs(8), "deleted late: {kept:?}");
+    // By then no record names the job.
+    let answer = call(&client, "get_render_status", json!({"job_id": job})).await;
+    assert_eq!(tool_error_code(&answer), "not_found", "{answer:?}");
+    assert_eq!(std::fs::read(&mine).unwrap(), b"mine");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_internal_failure_is_answered_and_logged_once_with_its_cause_and_the_callers_trace() {
     let sidecar = crate::common::start_sidecar_process(&[]);
     let client = mcp_client(&sidecar.mcp_url()).await;
