@@ -9,8 +9,8 @@
 //!
 //! [`RedisCluster::start_secured`] starts it as Memorystore for Redis Cluster runs with
 //! in-transit encryption and AUTH: clients, the cluster bus and replication speak only TLS
-//! (a certificate from a [`TestCa`]), and every node requires the password, which
-//! [`RedisCluster::set_passwords`] can rotate.
+//! (a certificate from a [`TestCa`](crate::redis_server::TestCa)), and every node requires
+//! the password, which [`RedisCluster::set_passwords`] can rotate.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::redis_server::{Secured, TestCa};
+use crate::redis_server::Secured;
 
 /// How long [`RedisCluster::start`] and [`RedisCluster::restart`] wait for a healthy cluster.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -50,7 +50,7 @@ impl Node {
             None => redis::Client::open(format!("redis://127.0.0.1:{}", self.port)),
             Some(Secured { ca, password }) => redis::Client::build_with_tls(
                 format!("rediss://:{password}@127.0.0.1:{}", self.port),
-                tls_certificates(ca),
+                ca.client_certificates(),
             ),
         }
         .expect("a client for a test cluster node")
@@ -79,17 +79,13 @@ impl Node {
         match &self.secured {
             None => command.args(["--port", &self.port.to_string()]),
             // TLS only, on every link: clients, the cluster bus, replication.
-            Some(Secured { ca, password }) => command
-                .args(["--port", "0", "--tls-port", &self.port.to_string()])
-                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
-                .arg("--tls-cert-file")
-                .arg(&ca.server_cert)
-                .arg("--tls-key-file")
-                .arg(&ca.server_key)
-                .arg("--tls-ca-cert-file")
-                .arg(&ca.ca_cert)
-                .args(["--tls-auth-clients", "no"])
-                .args(["--requirepass", password, "--masterauth", password]),
+            Some(Secured { ca, password }) => {
+                command
+                    .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                ca.server_args(&mut command);
+                command.args(["--requirepass", password, "--masterauth", password])
+            }
         };
         let child = command
             .args([
@@ -140,13 +136,6 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-fn tls_certificates(ca: &TestCa) -> redis::TlsCertificates {
-    redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(std::fs::read(&ca.ca_cert).expect("the test CA's certificate")),
     }
 }
 
@@ -679,7 +668,7 @@ impl RedisCluster {
         if let Some(Secured { ca, password }) = self.secured() {
             builder = builder
                 .password(password.clone())
-                .certs(tls_certificates(ca));
+                .certs(ca.client_certificates());
         }
         builder
             .build()

@@ -37,6 +37,28 @@ pub struct TestCa {
 }
 
 impl TestCa {
+    /// What a Redis client is given to trust the servers this CA signed for (no client
+    /// certificate of its own).
+    pub fn client_certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&self.ca_cert).expect("the test CA's certificate")),
+        }
+    }
+
+    /// redis-server's arguments to serve with this CA's server certificate; clients are not
+    /// asked for certificates.
+    pub(crate) fn server_args(&self, command: &mut Command) {
+        command
+            .arg("--tls-cert-file")
+            .arg(&self.server_cert)
+            .arg("--tls-key-file")
+            .arg(&self.server_key)
+            .arg("--tls-ca-cert-file")
+            .arg(&self.ca_cert)
+            .args(["--tls-auth-clients", "no"]);
+    }
+
     pub fn generate() -> Self {
         let dir = crate::temp_dir("test-ca");
         let openssl = |args: &[&str]| {
@@ -201,17 +223,15 @@ impl RedisServer {
         let mut command = Command::new("redis-server");
         let port = self.port.to_string();
         match &self.secured {
-            None => command.args(["--bind", "127.0.0.1", "--port", &port]),
-            Some(Secured { ca, password }) => command
-                .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port])
-                .arg("--tls-cert-file")
-                .arg(&ca.server_cert)
-                .arg("--tls-key-file")
-                .arg(&ca.server_key)
-                .arg("--tls-ca-cert-file")
-                .arg(&ca.ca_cert)
-                .args(["--tls-auth-clients", "no", "--requirepass", password]),
-        };
+            None => {
+                command.args(["--bind", "127.0.0.1", "--port", &port]);
+            }
+            Some(Secured { ca, password }) => {
+                command.args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port]);
+                ca.server_args(&mut command);
+                command.args(["--requirepass", password]);
+            }
+        }
         command
             .args([
                 "--save",
@@ -270,13 +290,9 @@ impl RedisServer {
     fn client(&self) -> redis::Client {
         match &self.secured {
             None => redis::Client::open(self.url()),
-            Some(secured) => redis::Client::build_with_tls(
-                self.url(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(std::fs::read(&secured.ca.ca_cert).expect("the test CA")),
-                },
-            ),
+            Some(secured) => {
+                redis::Client::build_with_tls(self.url(), secured.ca.client_certificates())
+            }
         }
         .expect("a client for the test redis")
     }

@@ -114,16 +114,10 @@ fn secured_redis_cluster_speaks_only_tls_and_rotates_its_password() {
         } else {
             format!("rediss://:{password}@127.0.0.1:{port}")
         };
-        redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(&ca.ca_cert).unwrap()),
-            },
-        )
-        .unwrap()
-        .get_connection()
-        .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+        redis::Client::build_with_tls(url, ca.client_certificates())
+            .unwrap()
+            .get_connection()
+            .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
     };
     assert!(tls_only("").is_err());
     assert_eq!(tls_only("first-secret").unwrap(), "PONG");

@@ -29,6 +29,7 @@ use crate::{
     common::{
         SidecarProcess, call,
         cluster::logged_successes,
+        cut_client_connections,
         jobs::{chart_spec, decode_png, download, result, start, wait_all_terminal},
         mcp_client, one_heavy_test_at_a_time, readiness, start_sidecar_process_with, structured_ok,
         temp_dir, tool_error_message,
@@ -278,16 +279,7 @@ async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_and_a_rotated_token_reauth
     // new ones use the fresh token, so the sidecar is ready and renders again.
     deployment.redis.set_passwords(&["ya29.cluster-two"]);
     for index in 0..RedisCluster::NODES {
-        for kind in ["normal", "pubsub"] {
-            let _: redis::Value = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg(kind)
-                .arg("SKIPME")
-                .arg("yes")
-                .query(&mut deployment.redis.connection(index))
-                .unwrap();
-        }
+        cut_client_connections(&mut deployment.redis.connection(index));
     }
     wait_ready(&sidecar).await;
     render_through(&sidecar, 2).await;
@@ -297,13 +289,7 @@ async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_and_a_rotated_token_reauth
         metadata.token_requests()
     );
 
-    // No token is ever logged.
-    let logs = sidecar.process.logs.lock().unwrap().clone();
-    assert!(
-        logs.iter()
-            .all(|line| !line.to_string().contains("ya29.cluster")),
-        "a token was logged"
-    );
+    sidecar.assert_never_logged("ya29.cluster");
     let _ = std::fs::remove_dir_all(home);
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use test_support::{metadata_server::FakeMetadataServer, redis_server::RedisServer};
 
 use crate::common::{
-    SidecarProcess,
+    SidecarProcess, cut_client_connections,
     jobs::{chart_spec, decode_png, download, result, start, wait_terminal},
     mcp_client, readiness, start_sidecar_process_with, temp_dir,
 };
@@ -138,17 +138,7 @@ async fn iam_tokens_authenticate_and_a_rotated_token_reauthenticates_open_connec
         .arg(">ya29.token-two")
         .query(&mut admin)
         .unwrap();
-    let mut admin = self::admin(&redis, "ya29.token-two");
-    for kind in ["normal", "pubsub"] {
-        let _: redis::Value = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg(kind)
-            .arg("SKIPME")
-            .arg("yes")
-            .query(&mut admin)
-            .unwrap();
-    }
+    cut_client_connections(&mut self::admin(&redis, "ya29.token-two"));
     let (status, body) =
         readiness(&sidecar, Duration::from_secs(20), |status, _| status == 200).await;
     assert_eq!(status, 200, "{body}");
@@ -158,13 +148,7 @@ async fn iam_tokens_authenticate_and_a_rotated_token_reauthenticates_open_connec
         metadata.token_requests()
     );
 
-    // No token is ever logged.
-    let logs = sidecar.process.logs.lock().unwrap().clone();
-    assert!(
-        logs.iter()
-            .all(|line| !line.to_string().contains("ya29.token")),
-        "a token was logged"
-    );
+    sidecar.assert_never_logged("ya29.token");
     let _ = std::fs::remove_dir_all(artifacts);
 }
 

@@ -58,9 +58,7 @@ async fn a_render_job_runs_end_to_end_over_tls_with_the_password_from_the_enviro
         .query(&mut raw)
         .unwrap();
     assert_eq!(keys.len(), 1);
-    let logs = sidecar.process.logs.lock().unwrap().clone();
-    assert!(!logs.is_empty());
-    assert!(logs.iter().all(|line| !line.to_string().contains(PASSWORD)));
+    sidecar.assert_never_logged(PASSWORD);
 }
 
 #[tokio::test]

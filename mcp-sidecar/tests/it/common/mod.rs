@@ -104,6 +104,21 @@ pub async fn spawn_sidecar_on(
 
 pub type McpClient = RunningService<RoleClient, ClientConfig>;
 
+/// Closes every client connection of the Redis server `admin` is connected to, normal and
+/// pub/sub, except `admin` itself: each client has to connect (and authenticate) again.
+pub fn cut_client_connections(admin: &mut redis::Connection) {
+    for kind in ["normal", "pubsub"] {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes")
+            .query(admin)
+            .unwrap();
+    }
+}
+
 /// Held by the heavy tests of one test binary (faults, load), which measure time bounds and
 /// memory: they run one at a time rather than in parallel on a 2-core machine.
 pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -235,6 +250,15 @@ impl SidecarProcess {
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Panics if any log line so far contains `secret` (a password, a token).
+    pub fn assert_never_logged(&self, secret: &str) {
+        let logs = self.process.logs.lock().unwrap().clone();
+        assert!(!logs.is_empty(), "the sidecar logged nothing");
+        if let Some(line) = logs.iter().find(|line| line.to_string().contains(secret)) {
+            panic!("a secret was logged: {line}");
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
