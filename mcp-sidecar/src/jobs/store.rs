@@ -226,23 +226,103 @@ pub enum Recorded {
 }
 
 struct Scripts {
-    enqueue: Script,
-    start: Script,
-    renew: Script,
-    finish: Script,
-    requeue: Script,
-    cancel: Script,
+    enqueue: LuaScript,
+    start: LuaScript,
+    renew: LuaScript,
+    finish: LuaScript,
+    requeue: LuaScript,
+    cancel: LuaScript,
+    retire: LuaScript,
 }
 
 impl Scripts {
     fn new() -> Self {
         Self {
-            enqueue: Script::new(include_str!("scripts/enqueue.lua")),
-            start: Script::new(include_str!("scripts/start.lua")),
-            renew: Script::new(include_str!("scripts/renew.lua")),
-            finish: Script::new(include_str!("scripts/finish.lua")),
-            requeue: Script::new(include_str!("scripts/requeue.lua")),
-            cancel: Script::new(include_str!("scripts/cancel.lua")),
+            enqueue: LuaScript::new(include_str!("scripts/enqueue.lua")),
+            start: LuaScript::new(include_str!("scripts/start.lua")),
+            renew: LuaScript::new(include_str!("scripts/renew.lua")),
+            finish: LuaScript::new(include_str!("scripts/finish.lua")),
+            requeue: LuaScript::new(include_str!("scripts/requeue.lua")),
+            cancel: LuaScript::new(include_str!("scripts/cancel.lua")),
+            retire: LuaScript::new(
+                "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then \
+                   redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end return 1",
+            ),
+        }
+    }
+}
+
+/// A Lua script of the store, run by its SHA1 (`EVALSHA`), or by its text (`EVAL`) where the
+/// server has not cached it (a new server, a restarted one, a replica just promoted): `EVAL`
+/// goes to the node of the script's keys and caches it there. (redis-rs's own fallback sends
+/// `SCRIPT LOAD` to every primary the cluster client last knew of, which fails while one of
+/// them is down, even one whose replica has taken over and that holds none of these keys.)
+struct LuaScript {
+    code: &'static str,
+    sha1: String,
+}
+
+impl LuaScript {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha1: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    fn call(&self) -> ScriptCall<'_> {
+        ScriptCall {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`LuaScript`]: its keys (`KEYS`) and arguments (`ARGV`).
+struct ScriptCall<'a> {
+    script: &'a LuaScript,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl ScriptCall<'_> {
+    fn key(&mut self, key: impl redis::ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// `EVALSHA sha1 …` or `EVAL code …` with this call's keys and arguments.
+    fn command(&self, name: &str, script: &str) -> redis::Cmd {
+        let mut command = redis::cmd(name);
+        command
+            .arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        command
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut Connection,
+    ) -> redis::RedisResult<T> {
+        match self
+            .command("EVALSHA", &self.script.sha1)
+            .query_async(connection)
+            .await
+        {
+            Err(error) if error.code() == Some("NOSCRIPT") => {
+                self.command("EVAL", self.script.code)
+                    .query_async(connection)
+                    .await
+            }
+            answered => answered,
         }
     }
 }
@@ -344,11 +424,26 @@ impl JobStore {
             })
     }
 
-    /// PING, bounded: what `/readyz` asks.
+    /// What `/readyz` asks, bounded: whether the Redis that holds this deployment's keys
+    /// answers, with one `EXISTS` of the queue key. In cluster mode that reaches the primary
+    /// of the deployment's slot, and a stale topology mends itself on the way (the client
+    /// follows the `MOVED` answer and re-reads the slots); a `CLUSTER KEYSLOT` to any node
+    /// first makes sure it is a cluster at all. (A `PING` there would go to every primary
+    /// the client last knew of, and fail for as long as one of them is down, even after its
+    /// replica took over and even if this deployment never uses it.)
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
+        let queue = self.queue_key();
+        let cluster = self.redis.is_cluster();
         self.bounded(async move {
-            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+            if cluster {
+                let _: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&queue)
+                    .query_async(&mut connection)
+                    .await?;
+            }
+            let _: bool = connection.exists(&queue).await?;
             Ok(())
         })
         .await
@@ -385,7 +480,7 @@ impl JobStore {
             "idem:{}",
             sha256_hex(idempotency_key.unwrap_or("").as_bytes())
         ));
-        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        let mut invocation = self.scripts.enqueue.call();
         invocation
             .key(self.job_key(&id))
             .key(self.queue_key())
@@ -405,7 +500,7 @@ impl JobStore {
             None => self.invoke(invocation).await?,
             Some(durable) => {
                 let mut connection = durable.clone();
-                self.bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+                self.bounded(async move { Ok(invocation.run(&mut connection).await?) })
                     .await?
             }
         };
@@ -564,7 +659,7 @@ impl JobStore {
 
     /// Cancels a queued or running job; returns its status afterwards.
     pub async fn cancel(&self, id: &JobId) -> Result<JobStatus, StoreError> {
-        let mut invocation = self.scripts.cancel.prepare_invoke();
+        let mut invocation = self.scripts.cancel.call();
         invocation
             .key(self.job_key(id))
             .key(self.queue_key())
@@ -694,11 +789,7 @@ impl JobStore {
     /// Removes a stopping worker's consumer name from the group, if it holds no entries
     /// (a consumer with pending entries is kept, so nothing it held can be forgotten).
     pub async fn retire_consumer(&self, worker: &str) -> Result<(), StoreError> {
-        let script = Script::new(
-            "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then \
-               redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end return 1",
-        );
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.scripts.retire.call();
         invocation.key(self.queue_key()).arg(GROUP).arg(worker);
         let _: i64 = self.invoke(invocation).await?;
         Ok(())
@@ -745,7 +836,7 @@ impl JobStore {
                 .await?;
             return Ok(Delivery::Skipped);
         };
-        let mut invocation = self.scripts.start.prepare_invoke();
+        let mut invocation = self.scripts.start.call();
         invocation
             .key(self.job_key(&id))
             .key(self.queue_key())
@@ -788,7 +879,7 @@ impl JobStore {
             Some(Progress { stage, message }) => (stage.to_string(), message),
             None => (String::new(), ""),
         };
-        let mut invocation = self.scripts.renew.prepare_invoke();
+        let mut invocation = self.scripts.renew.call();
         invocation
             .key(self.job_key(&job.id))
             .key(self.queue_key())
@@ -840,7 +931,7 @@ impl JobStore {
             Ok(_) => (JobState::Succeeded, "", ""),
             Err((failure, error)) => (JobState::Failed, error, failure.as_str()),
         };
-        let mut invocation = self.scripts.finish.prepare_invoke();
+        let mut invocation = self.scripts.finish.call();
         invocation
             .key(self.job_key(&job.id))
             .key(self.queue_key())
@@ -872,16 +963,16 @@ impl JobStore {
     /// Runs a prepared script on the shared connection, bounded like every tool-facing call.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
+        invocation: ScriptCall<'_>,
     ) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
-        self.bounded(async move { Ok(invocation.invoke_async(&mut connection).await?) })
+        self.bounded(async move { Ok(invocation.run(&mut connection).await?) })
             .await
     }
 
     /// Hands a running job back to the queue (the worker is stopping).
     pub async fn requeue(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
-        let mut invocation = self.scripts.requeue.prepare_invoke();
+        let mut invocation = self.scripts.requeue.call();
         invocation
             .key(self.job_key(&job.id))
             .key(self.queue_key())

@@ -6,7 +6,8 @@
 //! replica promoted) loses no acknowledged job when new jobs wait for a replica. With
 //! in-transit encryption and IAM authentication, as Memorystore for Redis Cluster is usually
 //! provisioned, the same cluster speaks only TLS and takes access tokens from a local server
-//! speaking the metadata server's wire format as passwords.
+//! speaking the metadata server's wire format as passwords: jobs run, a rotated token
+//! re-authenticates in place, and a failover is followed.
 // Helpers outside #[test] fns panic on purpose.
 #![allow(clippy::unwrap_used)]
 // The heavy-test guard is held for a whole test, on purpose, across awaits.
@@ -208,8 +209,7 @@ async fn render_through(sidecar: &SidecarProcess, count: usize) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_and_a_rotated_token_reauthenticates_in_place()
-{
+async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_rotates_its_token_in_place_and_fails_over() {
     let _heavy = one_heavy_test_at_a_time();
     // Short-lived tokens: Google's auth library then refreshes them every ~10 s.
     let metadata = FakeMetadataServer::start("ya29.cluster-one", 30);
@@ -283,9 +283,30 @@ async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_and_a_rotated_token_reauth
     }
     wait_ready(&sidecar).await;
     render_through(&sidecar, 2).await;
+
+    // The master of the deployment's slot dies: the sidecar reaches the promoted replica
+    // over TLS with the current token, and renders on.
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| {
+        deployment.redis.kill(master);
+        deployment.redis.wait_for_failover(master);
+    });
+    let promoted = deployment.redis.master_for_key(&deployment.key("queue"));
+    assert_ne!(promoted, master);
+    wait_ready(&sidecar).await;
+    let after = render_through(&sidecar, 2).await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(deployment.key(&format!("job:{}", after[0])))
+        .query(&mut deployment.redis.connection(promoted))
+        .unwrap();
+    assert!(
+        exists,
+        "the new job is on node {promoted}, the promoted replica"
+    );
     println!(
-        "{reauthenticated} connections to node {master} re-authenticated in place; {} token \
-         requests in all",
+        "{reauthenticated} connections to node {master} re-authenticated in place; after its \
+         kill, jobs ran on node {promoted} {:?} later; {} token requests in all",
+        killed_at.elapsed(),
         metadata.token_requests()
     );
 
@@ -410,6 +431,50 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job_when_new_jobs_wait_fo
         let (again, _, _) = acknowledged(&on_b, key, Duration::from_secs(10)).await;
         assert_eq!(&again, job, "{key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_jobs_carry_on_when_a_shard_the_deployment_does_not_use_fails_over() {
+    let _heavy = one_heavy_test_at_a_time();
+    let mut deployment = Deployment::new();
+    let sidecar = deployment.sidecar("1", &[]);
+    wait_ready(&sidecar).await;
+    render_through(&sidecar, 1).await;
+    let ours = deployment.redis.master_for_key(&deployment.key("queue"));
+    let other = *deployment
+        .redis
+        .masters()
+        .iter()
+        .find(|&&master| master != ours)
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        deployment.redis.kill(other);
+        deployment.redis.wait_for_failover(other);
+    });
+    // Nothing this deployment keeps was on the dead node: /readyz says so at once (it asked
+    // every primary the client last knew of before, and stayed 503 for as long as that
+    // client did not re-read the topology).
+    let (status, body) =
+        readiness(&sidecar, Duration::from_secs(3), |status, _| status == 200).await;
+    assert_eq!(
+        status, 200,
+        "not ready after node {other} failed over: {body}"
+    );
+    // Jobs run on, even once the servers have forgotten the store's scripts (as a restarted
+    // node or a promoted replica has): a script is sent again to the node of its keys only
+    // (it was loaded on every primary the client knew of, which failed with one of them
+    // down).
+    for index in 0..RedisCluster::NODES {
+        if deployment.redis.is_running(index) {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query(&mut deployment.redis.connection(index))
+                .unwrap();
+        }
+    }
+    render_through(&sidecar, 1).await;
+    let (status, body) = readiness(&sidecar, Duration::from_secs(1), |_, _| true).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
