@@ -28,9 +28,9 @@ use test_support::{
 
 use crate::{
     common::{
-        SidecarProcess, call,
+        SidecarProcess, auth_calls, call,
         cluster::logged_successes,
-        cut_client_connections,
+        connections_received, cut_client_connections,
         jobs::{chart_spec, decode_png, download, result, start, wait_all_terminal},
         mcp_client, one_heavy_test_at_a_time, readiness, start_sidecar_process_with, structured_ok,
         temp_dir, tool_error_message,
@@ -170,28 +170,6 @@ async fn two_sidecars_share_jobs_and_tasks_on_a_three_master_cluster_with_every_
     }
 }
 
-/// What a node has seen, asked on one connection kept open (so that asking adds no
-/// connection and no `AUTH`): connections received, `AUTH` commands run.
-fn connections_and_auths(connection: &mut redis::Connection) -> (u64, u64) {
-    let mut info =
-        |section: &str| -> String { redis::cmd("INFO").arg(section).query(connection).unwrap() };
-    let connections = info("stats")
-        .lines()
-        .find_map(|line| line.strip_prefix("total_connections_received:"))
-        .map(|value| value.trim().parse().unwrap())
-        .unwrap();
-    let auths = info("commandstats")
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_auth:"))
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|pair| pair.strip_prefix("calls="))
-        })
-        .map_or(0, |calls| calls.parse().unwrap());
-    (connections, auths)
-}
-
 /// Renders `count` charts through `sidecar` and checks every one succeeded with a PNG.
 async fn render_through(sidecar: &SidecarProcess, count: usize) -> Vec<String> {
     let client = mcp_client(&sidecar.mcp_url()).await;
@@ -251,12 +229,14 @@ async fn over_tls_with_iam_tokens_a_cluster_runs_jobs_rotates_its_token_in_place
     deployment
         .redis
         .set_passwords(&["ya29.cluster-one", "ya29.cluster-two"]);
+    // Asked on one connection kept open, so that asking adds no connection and no AUTH.
     let mut admin = deployment.redis.connection(master);
-    let (connections_before, auths_before) = connections_and_auths(&mut admin);
+    let (connections_before, auths_before) =
+        (connections_received(&mut admin), auth_calls(&mut admin));
     metadata.set_token("ya29.cluster-two");
     let deadline = Instant::now() + Duration::from_secs(45);
     let reauthenticated = loop {
-        let (connections, auths) = connections_and_auths(&mut admin);
+        let (connections, auths) = (connections_received(&mut admin), auth_calls(&mut admin));
         // The store's connection and the worker's each re-authenticate.
         if auths >= auths_before + 2 {
             assert_eq!(

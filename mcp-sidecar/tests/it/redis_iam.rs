@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use test_support::{metadata_server::FakeMetadataServer, redis_server::RedisServer};
 
 use crate::common::{
-    SidecarProcess, cut_client_connections,
+    SidecarProcess, auth_calls, connections_received, cut_client_connections,
     jobs::{chart_spec, decode_png, download, result, start, wait_terminal},
     mcp_client, readiness, start_sidecar_process_with, temp_dir,
 };
@@ -22,31 +22,6 @@ fn admin(redis: &RedisServer, password: &str) -> redis::Connection {
     redis::Client::open(format!("redis://:{password}@127.0.0.1:{}", redis.port))
         .unwrap()
         .get_connection()
-        .unwrap()
-}
-
-/// A field of `INFO section`, e.g. `total_connections_received` or `cmdstat_auth`.
-fn info_field(connection: &mut redis::Connection, section: &str, field: &str) -> String {
-    let info: String = redis::cmd("INFO").arg(section).query(connection).unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// How many AUTH commands the server has run.
-fn auth_calls(connection: &mut redis::Connection) -> u64 {
-    info_field(connection, "commandstats", "cmdstat_auth")
-        .split(',')
-        .find_map(|pair| pair.strip_prefix("calls="))
-        .and_then(|calls| calls.parse().ok())
-        .unwrap_or(0)
-}
-
-fn connections_received(connection: &mut redis::Connection) -> u64 {
-    info_field(connection, "stats", "total_connections_received")
-        .parse()
         .unwrap()
 }
 

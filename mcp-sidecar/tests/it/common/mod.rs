@@ -119,6 +119,32 @@ pub fn cut_client_connections(admin: &mut redis::Connection) {
     }
 }
 
+/// A field of `INFO section`, e.g. `total_connections_received` or `cmdstat_auth`.
+fn info_field(connection: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(connection).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// How many AUTH commands the server `connection` is connected to has run.
+pub fn auth_calls(connection: &mut redis::Connection) -> u64 {
+    info_field(connection, "commandstats", "cmdstat_auth")
+        .split(',')
+        .find_map(|pair| pair.strip_prefix("calls="))
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many connections the server `connection` is connected to has accepted.
+pub fn connections_received(connection: &mut redis::Connection) -> u64 {
+    info_field(connection, "stats", "total_connections_received")
+        .parse()
+        .unwrap()
+}
+
 /// Held by the heavy tests of one test binary (faults, load), which measure time bounds and
 /// memory: they run one at a time rather than in parallel on a 2-core machine.
 pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
